@@ -1,0 +1,1 @@
+"""Quittance: a customer invoice and payment portal."""

@@ -1,0 +1,59 @@
+"""create_app(settings) -> the Starlette application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+
+from portal.clock import Clock, SystemClock
+from portal.db import Database
+from portal.services import Services
+from portal.settings import Settings
+from portal.storage import DocumentStore
+from portal.web.api import customers, invoices, lifecycle
+from portal.web.api.context import authenticate_request, json_response
+from portal.web.api.operations import Api
+from portal.web.errors import HANDLERS
+
+VERSION = "0.1.0"
+
+
+def build_api() -> Api:
+    api = Api()
+    for module in (customers, invoices, lifecycle):
+        module.register(api)
+    return api
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None, database: Database | None = None) -> Starlette:
+    services = Services(
+        settings=settings,
+        db=database or Database.from_url(settings.database_url, echo=settings.echo_sql),
+        clock=clock or SystemClock(),
+        documents=DocumentStore(settings.storage_dir),
+    )
+    api = build_api()
+    openapi_document = api.openapi(title="Quittance machine API", version=VERSION,
+                                   server_url=settings.base_url)
+
+    async def openapi(_request: Request) -> Response:
+        return json_response(openapi_document)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        if database is None:
+            services.db.dispose()
+
+    app = Starlette(
+        routes=[Mount("/api/v1", routes=[Route("/openapi.json", openapi), *api.routes(authenticate_request)])],
+        exception_handlers=HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app

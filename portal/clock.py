@@ -1,0 +1,36 @@
+"""An injectable clock, so that expiry, backoff and due dates are testable without sleeping."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> dt.datetime:
+        """The current time, timezone-aware UTC."""
+
+
+class SystemClock:
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+
+class FrozenClock:
+    """A clock that only moves when told to; tests use it instead of sleeping."""
+
+    def __init__(self, at: dt.datetime) -> None:
+        self._at = at
+
+    def now(self) -> dt.datetime:
+        return self._at
+
+    def advance(self, **delta: float) -> None:
+        self._at += dt.timedelta(**delta)
+
+
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive datetimes; every one we store is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.UTC)

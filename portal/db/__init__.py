@@ -1,0 +1,91 @@
+"""Engine creation and transactions.
+
+Domain services are plain synchronous functions that take a `Connection`; web handlers run them through
+`Database.write` / `Database.read`, which open one transaction in a worker thread so the event loop never
+waits on the database.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from starlette.concurrency import run_in_threadpool
+
+from portal.db.metadata import metadata
+
+# Importing the table modules registers their tables on `metadata`.
+from portal.db import customers, invoices, organizations  # noqa: F401,E402
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(url, echo=echo, pool_size=20, max_overflow=10, pool_pre_ping=True)
+
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver so that we can say BEGIN IMMEDIATE for writes: a
+        # deferred transaction that later upgrades to a write fails with "database is locked" under load.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        immediate = connection.get_execution_options().get("write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """One engine and the two ways to run a unit of work on it."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.is_postgresql = engine.dialect.name == "postgresql"
+
+    @classmethod
+    def from_url(cls, url: str, *, echo: bool = False) -> Database:
+        return cls(create_engine(url, echo=echo))
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[sa.Connection]:
+        with self.engine.connect() as connection:
+            connection.execution_options(write=write)
+            with connection.begin():
+                yield connection
+
+    def run(self, fn: Callable[..., T], *args: Any, write: bool = True, **kwargs: Any) -> T:
+        with self.transaction(write=write) as connection:
+            return fn(connection, *args, **kwargs)
+
+    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(connection, *args)` in one write transaction, off the event loop."""
+        return await run_in_threadpool(functools.partial(self.run, fn, *args, write=True, **kwargs))
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await run_in_threadpool(functools.partial(self.run, fn, *args, write=False, **kwargs))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+__all__ = ["Database", "create_engine", "metadata"]

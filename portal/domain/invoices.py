@@ -1,0 +1,357 @@
+"""Invoices as the billing system pushes them: create, replace, list, read.
+
+A push is always a full replacement (billing systems resend the whole invoice). What makes it safe:
+- an identical resend is recognised by a hash of its canonical content and writes nothing;
+- `version`, when the billing system sends one, only moves forward: lower, or equal with other content, is
+  a 409 (`stale_version`);
+- money Quittance recorded is never undone silently: a resend that would reopen or cancel an invoice paid
+  online, or lower its total below what was paid, is refused (409) and kept in `invoice_conflicts`.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+import orjson
+import sqlalchemy as sa
+
+from portal.db.customers import customers
+from portal.db.invoices import invoice_conflicts, invoice_timeline, invoices
+from portal.errors import Conflict, FieldError, InvalidInput, NotFound, QuittanceError
+
+Status = Literal["draft", "open", "paid", "cancelled"]
+
+
+@dataclass(frozen=True)
+class InvoiceInput:
+    """A validated invoice in storage form: amounts in minor units, lines as stored JSON."""
+
+    external_id: str
+    customer: str
+    number: str | None
+    kind: str
+    status: str
+    issue_date: dt.date | None
+    due_date: dt.date | None
+    payment_terms: str | None
+    payment_terms_days: int | None
+    currency: str
+    total_minor: int
+    amount_due_minor: int
+    lines: list[dict[str, Any]]
+    title: str | None = None
+    header_note: str | None = None
+    footer_note: str | None = None
+    vat_mention: str | None = None
+    delivery_date: dt.date | None = None
+    store: str | None = None
+    may_have_documents: bool = True
+    version: int | None = field(default=None, compare=False)
+
+    def content_hash(self) -> str:
+        content = asdict(self)
+        del content["version"]
+        return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    def storage_values(self) -> dict[str, Any]:
+        values = asdict(self)
+        del values["customer"]
+        return values
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    external_id: str
+    result: Literal["created", "updated", "unchanged", "error"]
+    invoice_id: int | None = None
+    revision: int | None = None
+    error: QuittanceError | None = None
+
+
+def due_date_from_terms(terms: str | None, days: int | None, start: dt.date) -> dt.date | None:
+    """The due date that payment terms give when counting starts on `start`; None for custom terms."""
+    if terms == "at_reception":
+        return start
+    if terms == "net_days":
+        return start + dt.timedelta(days=days or 0)
+    if terms == "end_of_month":
+        shifted = start + dt.timedelta(days=days or 0)
+        return shifted.replace(day=calendar.monthrange(shifted.year, shifted.month)[1])
+    return None
+
+
+def with_derived_due_date(item: InvoiceInput, today: dt.date) -> InvoiceInput:
+    """A non-draft invoice without a due date gets one from its terms, counted from its issue date."""
+    if item.due_date is not None or item.status == "draft" or item.payment_terms is None:
+        return item
+    return replace(item, due_date=due_date_from_terms(item.payment_terms, item.payment_terms_days,
+                                                      item.issue_date or today))
+
+
+def _paid_conflict(existing: sa.Row[Any], item: InvoiceInput) -> Conflict | None:
+    """A resend must not undo what Quittance recorded as paid."""
+    paid = existing.paid_minor
+    if paid <= 0:
+        return None
+    if item.total_minor < paid:
+        return Conflict(
+            f"the new total is below the {paid} (minor units) Quittance recorded as paid", code="total_below_paid")
+    fully_paid = paid >= existing.total_minor
+    if fully_paid and item.status in ("draft", "open"):
+        return Conflict("the invoice was paid online; a resend cannot reopen it", code="reopens_paid")
+    if item.status == "cancelled":
+        return Conflict("a payment was recorded on this invoice; it cannot be cancelled", code="cancels_paid")
+    return None
+
+
+def _version_conflict(existing: sa.Row[Any], item: InvoiceInput) -> Conflict | None:
+    if item.version is None or existing.version is None or item.version > existing.version:
+        return None
+    return Conflict(
+        f"version {item.version} is not newer than the stored version {existing.version}", code="stale_version")
+
+
+_EXISTING_COLUMNS = (
+    invoices.c.id, invoices.c.external_id, invoices.c.status, invoices.c.total_minor, invoices.c.paid_minor,
+    invoices.c.version, invoices.c.revision, invoices.c.content_hash, invoices.c.activated_at,
+    invoices.c.cancelled_at,
+)
+
+
+def upsert_invoices(
+    conn: sa.Connection, organization_id: int, items: Sequence[InvoiceInput], now: dt.datetime,
+    *, raw_payloads: Sequence[dict[str, Any]] | None = None,
+) -> list[WriteOutcome]:
+    """Create or replace each item; one outcome per item, in order. Items that fail do not stop the others.
+
+    `raw_payloads` (same order) are the bodies as received, kept with any conflict they cause.
+    """
+    outcomes: list[WriteOutcome | None] = [None] * len(items)
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if item.external_id in seen:
+            outcomes[index] = WriteOutcome(item.external_id, "error", error=InvalidInput(
+                "the same external_id appears twice in this batch",
+                [FieldError("/external_id", "duplicate in this batch")]))
+        seen.add(item.external_id)
+
+    customer_ids = dict(conn.execute(
+        sa.select(customers.c.external_id, customers.c.id).where(
+            customers.c.organization_id == organization_id,
+            customers.c.external_id.in_({item.customer for item in items}))
+    ).all())
+
+    query = sa.select(*_EXISTING_COLUMNS).where(
+        invoices.c.organization_id == organization_id, invoices.c.external_id.in_(seen)
+    ).order_by(invoices.c.id)
+    if conn.dialect.name == "postgresql":
+        # Lock the rows we compare against, so two concurrent resends cannot both pass the checks.
+        query = query.with_for_update()
+    existing_by_id = {row.external_id: row for row in conn.execute(query)}
+
+    inserts: list[dict[str, Any]] = []
+    insert_indexes: list[int] = []
+    updates: list[dict[str, Any]] = []
+    conflicts: list[dict[str, Any]] = []
+    today = now.date()
+    for index, item in enumerate(items):
+        if outcomes[index] is not None:
+            continue
+        customer_id = customer_ids.get(item.customer)
+        if customer_id is None:
+            outcomes[index] = WriteOutcome(item.external_id, "error", error=InvalidInput(
+                f"no customer {item.customer!r}; push it first with PUT /api/v1/customers/{{external_id}}",
+                [FieldError("/customer", "unknown customer")]))
+            continue
+        item = with_derived_due_date(item, today)
+        digest = item.content_hash()
+        existing = existing_by_id.get(item.external_id)
+        values = {**item.storage_values(), "customer_id": customer_id, "content_hash": digest, "updated_at": now}
+        if existing is None:
+            inserts.append({**values, "organization_id": organization_id, "revision": 1, "created_at": now,
+                            "paid_minor": 0,
+                            "activated_at": now if item.status != "draft" else None,
+                            "cancelled_at": now if item.status == "cancelled" else None})
+            insert_indexes.append(index)
+            continue
+        if existing.content_hash == digest:
+            outcomes[index] = WriteOutcome(item.external_id, "unchanged", existing.id, existing.revision)
+            continue
+        error = _version_conflict(existing, item) or _paid_conflict(existing, item)
+        if error is None and existing.activated_at is not None and item.status == "draft":
+            error = Conflict("the invoice was activated; it cannot go back to draft", code="already_activated")
+        if error is not None:
+            if error.code in ("reopens_paid", "total_below_paid", "cancels_paid"):
+                payload = raw_payloads[index] if raw_payloads else _jsonable(item)
+                conflicts.append({"organization_id": organization_id, "invoice_id": existing.id,
+                                  "created_at": now, "code": error.code, "detail": error.detail,
+                                  "payload": payload})
+            outcomes[index] = WriteOutcome(item.external_id, "error", existing.id, existing.revision, error)
+            continue
+        revision = existing.revision + 1
+        # Every update row carries the same keys: they go to the database as one executemany.
+        values["activated_at"] = existing.activated_at or (now if item.status != "draft" else None)
+        values["cancelled_at"] = (existing.cancelled_at or now) if item.status == "cancelled" else None
+        updates.append({**values, "_id": existing.id, "revision": revision})
+        outcomes[index] = WriteOutcome(item.external_id, "updated", existing.id, revision)
+
+    timeline: list[dict[str, Any]] = []
+    if inserts:
+        new_ids = conn.execute(invoices.insert().returning(invoices.c.id, sort_by_parameter_order=True),
+                               inserts).scalars().all()
+        for index, new_id in zip(insert_indexes, new_ids, strict=True):
+            outcomes[index] = WriteOutcome(items[index].external_id, "created", new_id, 1)
+            timeline.append(_timeline_row(organization_id, new_id, now, "created", items[index]))
+    if updates:
+        _update_by_id(conn, updates)
+        for row in updates:
+            timeline.append({"organization_id": organization_id, "invoice_id": row["_id"], "occurred_at": now,
+                             "kind": "updated", "detail": {"revision": row["revision"], "status": row["status"],
+                                                           "version": row["version"]}})
+    if timeline:
+        conn.execute(invoice_timeline.insert(), timeline)
+    if conflicts:
+        conn.execute(invoice_conflicts.insert(), conflicts)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _timeline_row(organization_id: int, invoice_id: int, now: dt.datetime, kind: str,
+                  item: InvoiceInput) -> dict[str, Any]:
+    return {"organization_id": organization_id, "invoice_id": invoice_id, "occurred_at": now, "kind": kind,
+            "detail": {"revision": 1, "status": item.status, "version": item.version}}
+
+
+def _update_by_id(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Executemany UPDATE ... WHERE id = :_id, for rows that all carry the same keys."""
+    columns = [key for key in rows[0] if key != "_id"]
+    statement = invoices.update().where(invoices.c.id == sa.bindparam("_id")).values(
+        {column: sa.bindparam(column) for column in columns})
+    conn.execute(statement, rows)
+
+
+def _jsonable(item: InvoiceInput) -> dict[str, Any]:
+    return orjson.loads(orjson.dumps(asdict(item)))
+
+
+def input_from_row(row: sa.Row[Any], customer_external_id: str) -> InvoiceInput:
+    """The stored invoice as the input that would produce it: the base of PATCH and of lifecycle changes."""
+    return InvoiceInput(
+        external_id=row.external_id, customer=customer_external_id, number=row.number, kind=row.kind,
+        status=row.status, issue_date=row.issue_date, due_date=row.due_date, payment_terms=row.payment_terms,
+        payment_terms_days=row.payment_terms_days, currency=row.currency, total_minor=row.total_minor,
+        amount_due_minor=row.amount_due_minor, lines=row.lines, title=row.title, header_note=row.header_note,
+        footer_note=row.footer_note, vat_mention=row.vat_mention, delivery_date=row.delivery_date,
+        store=row.store, may_have_documents=row.may_have_documents, version=row.version,
+    )
+
+
+def invoice_query(organization_id: int) -> sa.Select[Any]:
+    """Invoices with their customer's external id, always scoped to one organization."""
+    return (
+        sa.select(invoices, customers.c.external_id.label("customer_external_id"))
+        .join(customers, customers.c.id == invoices.c.customer_id)
+        .where(invoices.c.organization_id == organization_id)
+    )
+
+
+def get_invoice(conn: sa.Connection, organization_id: int, external_id: str, *, lock: bool = False) -> sa.Row[Any]:
+    query = invoice_query(organization_id).where(invoices.c.external_id == external_id)
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update(of=invoices)
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound(f"no invoice {external_id!r}")
+    return row
+
+
+def get_invoice_by_id(conn: sa.Connection, organization_id: int, invoice_id: int) -> sa.Row[Any]:
+    row = conn.execute(invoice_query(organization_id).where(invoices.c.id == invoice_id)).first()
+    if row is None:
+        raise NotFound(f"no invoice {invoice_id}")
+    return row
+
+
+@dataclass(frozen=True)
+class InvoiceFilter:
+    customer: str | None = None
+    status: str | None = None
+    updated_since: dt.datetime | None = None
+    has_document: bool | None = None
+    may_have_documents: bool | None = None
+
+
+def list_invoices(
+    conn: sa.Connection, organization_id: int, filters: InvoiceFilter, *, after_id: int, limit: int,
+) -> tuple[list[sa.Row[Any]], int | None]:
+    """One page in id order (stable: an update never moves an invoice), and the id to continue after."""
+    query = invoice_query(organization_id).where(invoices.c.id > after_id)
+    if filters.customer is not None:
+        query = query.where(customers.c.external_id == filters.customer)
+    if filters.status is not None:
+        query = query.where(invoices.c.status == filters.status)
+    if filters.updated_since is not None:
+        query = query.where(invoices.c.updated_at >= filters.updated_since)
+    if filters.has_document is not None:
+        column = invoices.c.document_sha256
+        query = query.where(column.is_not(None) if filters.has_document else column.is_(None))
+    if filters.may_have_documents is not None:
+        query = query.where(invoices.c.may_have_documents == filters.may_have_documents)
+    rows = conn.execute(query.order_by(invoices.c.id).limit(limit + 1)).all()
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id
+    return rows, None
+
+
+def timeline_of(conn: sa.Connection, organization_id: int, invoice_id: int) -> list[sa.Row[Any]]:
+    return conn.execute(
+        sa.select(invoice_timeline).where(
+            invoice_timeline.c.organization_id == organization_id, invoice_timeline.c.invoice_id == invoice_id)
+        .order_by(invoice_timeline.c.id)
+    ).all()
+
+
+def conflict_query(organization_id: int) -> sa.Select[Any]:
+    return (
+        sa.select(invoice_conflicts, invoices.c.external_id.label("invoice_external_id"))
+        .join(invoices, invoices.c.id == invoice_conflicts.c.invoice_id)
+        .where(invoice_conflicts.c.organization_id == organization_id)
+    )
+
+
+def conflicts_of(conn: sa.Connection, organization_id: int, invoice_id: int) -> list[sa.Row[Any]]:
+    return conn.execute(
+        conflict_query(organization_id).where(invoice_conflicts.c.invoice_id == invoice_id)
+        .order_by(invoice_conflicts.c.id)
+    ).all()
+
+
+def list_conflicts(conn: sa.Connection, organization_id: int, *, unresolved_only: bool, after_id: int,
+                   limit: int) -> tuple[list[sa.Row[Any]], int | None]:
+    query = conflict_query(organization_id).where(invoice_conflicts.c.id > after_id)
+    if unresolved_only:
+        query = query.where(invoice_conflicts.c.resolved_at.is_(None))
+    rows = conn.execute(query.order_by(invoice_conflicts.c.id).limit(limit + 1)).all()
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id
+    return rows, None
+
+
+def record_timeline(conn: sa.Connection, organization_id: int, invoice_id: int, now: dt.datetime, kind: str,
+                    detail: dict[str, Any] | None = None) -> None:
+    conn.execute(invoice_timeline.insert().values(
+        organization_id=organization_id, invoice_id=invoice_id, occurred_at=now, kind=kind, detail=detail))
+
+
+def resolve_conflict(conn: sa.Connection, organization_id: int, conflict_id: int, now: dt.datetime) -> sa.Row[Any]:
+    conn.execute(invoice_conflicts.update().where(
+        invoice_conflicts.c.organization_id == organization_id, invoice_conflicts.c.id == conflict_id,
+        invoice_conflicts.c.resolved_at.is_(None)).values(resolved_at=now))
+    row = conn.execute(conflict_query(organization_id).where(invoice_conflicts.c.id == conflict_id)).first()
+    if row is None:
+        raise NotFound(f"no conflict {conflict_id}")
+    return row

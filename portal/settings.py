@@ -1,0 +1,57 @@
+"""One frozen Settings object, read from PORTAL_* environment variables (and a `.env` file if present).
+
+Settings are an argument: `create_app(settings)` and the services take what they need, so tests build an
+app from a Settings object and nothing reads the environment behind their back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+MB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Bounds on what one request may make us read or store. Defaults follow the machine API's contract."""
+
+    json_bytes: int = 5 * MB
+    pdf_bytes: int = 20 * MB
+    archive_bytes: int = 200 * MB
+    archive_entries: int = 5_000
+    archive_uncompressed_bytes: int = 2_000 * MB
+    # A PDF rarely compresses better than 20:1; 100:1 leaves room and still stops a bomb on its first megabytes.
+    archive_ratio: int = 100
+    batch_items: int = 1_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///var/quittance.db"
+    storage_dir: Path = Path("var/documents")
+    base_url: str = "http://127.0.0.1:8000"
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    # Debug logging of SQL; never on in production.
+    echo_sql: bool = False
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = {**dotenv_values(".env"), **(os.environ if environ is None else environ)}
+        limits = Limits(
+            **{
+                field.name: int(env[f"PORTAL_LIMIT_{field.name.upper()}"])
+                for field in dataclasses.fields(Limits)
+                if f"PORTAL_LIMIT_{field.name.upper()}" in env
+            }
+        )
+        return cls(
+            database_url=env.get("PORTAL_DATABASE_URL") or cls.database_url,
+            storage_dir=Path(env.get("PORTAL_STORAGE_DIR") or cls.storage_dir),
+            base_url=(env.get("PORTAL_BASE_URL") or cls.base_url).rstrip("/"),
+            limits=limits,
+            echo_sql=env.get("PORTAL_ECHO_SQL", "") == "1",
+        )

@@ -1,0 +1,6 @@
+"""The ASGI entry point for uvicorn: the app built from the environment's settings."""
+
+from portal.app import create_app
+from portal.settings import Settings
+
+app = create_app(Settings.from_env())

@@ -1,0 +1,138 @@
+"""Fixtures shared by the suite. Every database test runs twice: on SQLite and on PostgreSQL.
+
+PostgreSQL is a throwaway cluster started once per run (tests/support/postgres.py), or the database named by
+PORTAL_TEST_DATABASE_URL. `--db sqlite` or `--db postgresql` runs one backend only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from starlette.testclient import TestClient
+
+from portal.app import create_app
+from portal.clock import FrozenClock
+from portal.db import Database, metadata
+from portal.db.migrate import upgrade
+from portal.domain import organizations as orgs
+from portal.settings import Settings
+from tests.support.postgres import throwaway_cluster
+
+BACKENDS = ("sqlite", "postgresql")
+START = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--db", choices=[*BACKENDS, "both"], default="both", help="database backends to test")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("--db")
+        backends = BACKENDS if chosen == "both" else (chosen,)
+        marker = metafunc.definition.get_closest_marker("postgresql_only")
+        if marker:
+            backends = tuple(b for b in backends if b == "postgresql")
+        metafunc.parametrize("backend", backends, scope="session")
+
+
+@pytest.fixture(scope="session")
+def _databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Database]]:
+    """One migrated database per backend for the whole run, created on first use."""
+    created: dict[str, Database] = {}
+    with ExitStack() as stack:
+        class Lazy(dict[str, Database]):
+            def __missing__(self, backend: str) -> Database:
+                if backend == "sqlite":
+                    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
+                else:
+                    url = os.environ.get("PORTAL_TEST_DATABASE_URL") or stack.enter_context(throwaway_cluster())
+                upgrade(url)
+                database = Database.from_url(url)
+                stack.callback(database.dispose)
+                self[backend] = database
+                return database
+
+        created = Lazy()
+        yield created
+
+
+@pytest.fixture
+def database(backend: str, _databases: dict[str, Database]) -> Iterator[Database]:
+    """A clean database: every table emptied before the test."""
+    db = _databases[backend]
+    with db.transaction() as conn:
+        tables = [t.name for t in reversed(metadata.sorted_tables)]
+        if db.is_postgresql:
+            conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+        else:
+            for table in tables:
+                conn.exec_driver_sql(f"DELETE FROM {table}")
+    yield db
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(START)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(database_url="unused://", storage_dir=tmp_path / "documents", base_url="http://testserver")
+
+
+@pytest.fixture
+def app(settings: Settings, database: Database, clock: FrozenClock) -> Any:
+    return create_app(settings, clock=clock, database=database)
+
+
+class Tenant:
+    """An organization with an API key, and an HTTP client that uses it."""
+
+    def __init__(self, app: Any, database: Database, slug: str, now: dt.datetime) -> None:
+        def setup(conn: sa.Connection) -> tuple[orgs.Organization, str]:
+            org = orgs.create_organization(conn, slug, slug.title(), now)
+            return org, orgs.create_api_key(conn, org, "tests", now)[1]
+
+        self.org, self.key = database.run(setup)
+        self.client = TestClient(app, headers={"Authorization": f"Bearer {self.key}"},
+                                 raise_server_exceptions=False)
+
+    def put_customer(self, external_id: str = "C1", **fields: Any) -> Any:
+        body = {"name": "Brasserie Dupont", "email": "compta@dupont.example", "locale": "fr-BE", **fields}
+        response = self.client.put(f"/api/v1/customers/{external_id}", json=body)
+        assert response.status_code in (200, 201), response.text
+        return response
+
+    def put_invoice(self, external_id: str = "INV-1", **fields: Any) -> Any:
+        return self.client.put(f"/api/v1/invoices/{external_id}", json=invoice_body(**fields))
+
+
+def invoice_body(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "customer": "C1", "number": "2026-0001", "status": "open", "issue_date": "2026-11-01",
+        "due_date": "2026-12-01", "currency": "EUR", "total": "121.00",
+        "lines": [{"description": "Consulting", "quantity": "2", "unit_price": "50.00", "vat_rate": "21",
+                   "total": "100.00"}],
+    }
+    body.update(fields)
+    return {k: v for k, v in body.items() if v is not ...}
+
+
+@pytest.fixture
+def tenant(app: Any, database: Database, clock: FrozenClock) -> Tenant:
+    t = Tenant(app, database, "acme", clock.now())
+    t.put_customer()
+    return t
+
+
+@pytest.fixture
+def other_tenant(app: Any, database: Database, clock: FrozenClock) -> Tenant:
+    return Tenant(app, database, "globex", clock.now())
