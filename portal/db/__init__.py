@@ -74,8 +74,17 @@ class Database:
                 yield connection
 
     def run(self, fn: Callable[..., T], *args: Any, write: bool = True, **kwargs: Any) -> T:
-        with self.transaction(write=write) as connection:
-            return fn(connection, *args, **kwargs)
+        """Run `fn(connection, ...)` in one transaction. Two first writes of the same object can race on a
+        unique constraint (PostgreSQL lets both pass their "does it exist?" read); the loser is run again,
+        once, and then sees the winner's row."""
+        for attempt in range(2):
+            try:
+                with self.transaction(write=write) as connection:
+                    return fn(connection, *args, **kwargs)
+            except sa.exc.IntegrityError:
+                if not write or attempt == 1:
+                    raise
+        raise AssertionError("unreachable")
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(connection, *args)` in one write transaction, off the event loop."""

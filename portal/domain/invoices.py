@@ -25,6 +25,8 @@ from portal.db.invoices import invoice_conflicts, invoice_timeline, invoices
 from portal.errors import Conflict, FieldError, InvalidInput, NotFound, QuittanceError
 
 Status = Literal["draft", "open", "paid", "cancelled"]
+# Refusals that protect recorded money are kept in the conflict queue; a stale version is only answered 409.
+CONFLICT_QUEUE_CODES = frozenset({"reopens_paid", "total_below_paid", "cancels_paid"})
 
 
 @dataclass(frozen=True)
@@ -179,14 +181,17 @@ def upsert_invoices(
                             "cancelled_at": now if item.status == "cancelled" else None})
             insert_indexes.append(index)
             continue
-        if existing.content_hash == digest:
+        # Paid protection comes first: even a resend identical to an earlier body must not reopen an
+        # invoice that was paid online since.
+        error = _paid_conflict(existing, item)
+        if error is None and existing.content_hash == digest:
             outcomes[index] = WriteOutcome(item.external_id, "unchanged", existing.id, existing.revision)
             continue
-        error = _version_conflict(existing, item) or _paid_conflict(existing, item)
+        error = error or _version_conflict(existing, item)
         if error is None and existing.activated_at is not None and item.status == "draft":
             error = Conflict("the invoice was activated; it cannot go back to draft", code="already_activated")
         if error is not None:
-            if error.code in ("reopens_paid", "total_below_paid", "cancels_paid"):
+            if error.code in CONFLICT_QUEUE_CODES:
                 payload = raw_payloads[index] if raw_payloads else _jsonable(item)
                 conflicts.append({"organization_id": organization_id, "invoice_id": existing.id,
                                   "created_at": now, "code": error.code, "detail": error.detail,
@@ -216,8 +221,28 @@ def upsert_invoices(
     if timeline:
         conn.execute(invoice_timeline.insert(), timeline)
     if conflicts:
-        conn.execute(invoice_conflicts.insert(), conflicts)
+        _queue_conflicts(conn, organization_id, conflicts)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _queue_conflicts(conn: sa.Connection, organization_id: int, conflicts: list[dict[str, Any]]) -> None:
+    """Keep refused resends for a person to see, once each: a billing system that resends the same body
+    every night must not fill the queue with copies."""
+    pending = {
+        (row.invoice_id, row.code, orjson.dumps(row.payload, option=orjson.OPT_SORT_KEYS))
+        for row in conn.execute(sa.select(
+            invoice_conflicts.c.invoice_id, invoice_conflicts.c.code, invoice_conflicts.c.payload).where(
+            invoice_conflicts.c.organization_id == organization_id, invoice_conflicts.c.resolved_at.is_(None),
+            invoice_conflicts.c.invoice_id.in_({c["invoice_id"] for c in conflicts})))
+    }
+    fresh = []
+    for conflict in conflicts:
+        key = (conflict["invoice_id"], conflict["code"], orjson.dumps(conflict["payload"], option=orjson.OPT_SORT_KEYS))
+        if key not in pending:
+            pending.add(key)
+            fresh.append(conflict)
+    if fresh:
+        conn.execute(invoice_conflicts.insert(), fresh)
 
 
 def _timeline_row(organization_id: int, invoice_id: int, now: dt.datetime, kind: str,

@@ -19,7 +19,7 @@ from portal.web.api.convert import (
 )
 from portal.web.api.operations import Api, QueryParam
 from portal.web.api.schemas import (
-    BatchInvoice, BatchResult, ConflictOut, ConflictPage, InvoiceBatch, InvoiceBody, InvoiceDetail, InvoicePage,
+    BatchInvoice, BatchResult, ConflictOut, ConflictPage, InvoiceBatch, InvoiceBatchEnvelope, InvoiceBody, InvoiceDetail, InvoicePage,
     InvoiceWriteResult,
 )
 from portal.web.errors import problem_for
@@ -153,7 +153,7 @@ def register(api: Api) -> None:
         results and does not stop the others."""
         limits = ctx.services.settings.limits
         require_content_type(ctx.request, "application/json")
-        envelope = validate(InvoiceBatch, parse_json(await read_bounded(ctx.request, limits.json_bytes)))
+        envelope = validate(InvoiceBatchEnvelope, parse_json(await read_bounded(ctx.request, limits.json_bytes)))
         if len(envelope.invoices) > limits.batch_items:
             raise InvalidInput("Too many invoices.",
                                [FieldError("/invoices", f"at most {limits.batch_items} in one batch")])
@@ -166,7 +166,7 @@ def register(api: Api) -> None:
                 accepted.append((index, invoice_input(model.external_id, model), raw))
             except InvalidInput as exc:
                 exc.errors = [e if e.path.startswith(prefix) else e.under(prefix) for e in exc.errors]
-                external_id = raw.get("external_id")
+                external_id = raw.get("external_id") if isinstance(raw, dict) else None
                 results[index] = _item_error(external_id if isinstance(external_id, str) else None, exc)
         now = ctx.now()
         outcomes = await ctx.services.db.write(

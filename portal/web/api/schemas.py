@@ -8,7 +8,7 @@ where the currency is known.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -112,10 +112,18 @@ class BatchInvoice(InvoiceBody):
     external_id: ExternalId
 
 
-class InvoiceBatch(BaseModel):
-    # Items are validated one by one so that one bad item does not stop the others.
+class InvoiceBatch(Strict):
+    """The batch body as documented: up to 1,000 invoices, each with its external_id."""
+
+    invoices: Annotated[list[BatchInvoice], Field(min_length=1, max_length=1000)]
+
+
+class InvoiceBatchEnvelope(BaseModel):
+    """The batch body as first read: items are validated one by one, so one bad item does not stop the
+    others."""
+
     model_config = ConfigDict(extra="forbid")
-    invoices: Annotated[list[dict[str, object]], Field(min_length=1)]
+    invoices: Annotated[list[Any], Field(min_length=1)]
 
 
 class InvoicePatch(Strict):

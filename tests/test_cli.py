@@ -1,0 +1,57 @@
+"""The `portal` command as an operator uses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from starlette.testclient import TestClient
+
+from portal.app import create_app
+from portal.cli import main
+from portal.settings import Settings
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("PORTAL_DATABASE_URL", url)
+    monkeypatch.chdir(tmp_path)
+    return {"PORTAL_DATABASE_URL": url}
+
+
+def run(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_operator_creates_an_org_and_a_key_that_works_then_revokes_it(env: dict[str, str], tmp_path: Path) -> None:
+    run("db", "upgrade")
+    run("db", "upgrade")  # idempotent
+    run("org", "create", "acme", "--name", "Acme SA")
+    assert "acme\tAcme SA" in run("org", "list")
+    key = run("apikey", "create", "acme", "--name", "ERP").strip().splitlines()[-1]
+    assert key.startswith("qtc_")
+
+    app = create_app(Settings(database_url=env["PORTAL_DATABASE_URL"], storage_dir=tmp_path / "docs"))
+    client = TestClient(app, headers={"Authorization": f"Bearer {key}"})
+    assert client.get("/api/v1/invoices").status_code == 200
+
+    listing = run("apikey", "list", "acme")
+    assert "ERP" in listing and "active" in listing and key not in listing
+    key_id = listing.split("\t")[0]
+    run("apikey", "revoke", "acme", key_id)
+    assert "revoked" in run("apikey", "list", "acme")
+    assert client.get("/api/v1/invoices").status_code == 401
+
+
+def test_mistakes_are_reported_not_raised(env: dict[str, str]) -> None:
+    run("db", "upgrade")
+    run("org", "create", "acme", "--name", "Acme")
+    for args in (["org", "create", "acme", "--name", "Again"], ["org", "create", "Not A Slug", "--name", "x"],
+                 ["apikey", "create", "nobody", "--name", "x"], ["apikey", "revoke", "acme", "99"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1
+        assert result.output.startswith("error: ")

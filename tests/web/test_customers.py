@@ -1,0 +1,41 @@
+"""Customers over the machine API."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Tenant
+
+
+def test_create_update_unchanged(tenant: Tenant) -> None:
+    body = {"name": "Café Zuid", "email": "boekhouding@zuid.example", "locale": "nl-BE",
+            "address": {"line1": "Kerkstraat 1", "postal_code": "2000", "city": "Antwerpen", "country": "BE"},
+            "vat_number": "BE0123456789"}
+    created = tenant.client.put("/api/v1/customers/K-9", json=body)
+    assert created.status_code == 201
+    assert created.json()["address"]["city"] == "Antwerpen"
+    assert tenant.client.put("/api/v1/customers/K-9", json=body).status_code == 200
+    changed = tenant.client.put("/api/v1/customers/K-9", json={**body, "locale": "fr-BE"})
+    assert changed.json()["locale"] == "fr-BE"
+    read = tenant.client.get("/api/v1/customers/K-9").json()
+    assert (read["name"], read["vat_number"], read["locale"]) == ("Café Zuid", "BE0123456789", "fr-BE")
+
+
+@pytest.mark.parametrize("locale", ["fr", "nl", "en", "de", "sv", "sv-SE", "de-AT"])
+def test_supported_locales(tenant: Tenant, locale: str) -> None:
+    assert tenant.client.put("/api/v1/customers/L", json={"name": "x", "locale": locale}).status_code == 201
+
+
+@pytest.mark.parametrize(("body", "path"), [
+    ({"name": "x", "locale": "es"}, "/locale"),
+    ({"name": ""}, "/name"),
+    ({"locale": "fr"}, "/name"),
+    ({"name": "x", "email": "not-an-email"}, "/email"),
+    ({"name": "x", "address": {"country": "Belgium"}}, "/address/country"),
+    ({"name": "x", "phone": "123"}, "/phone"),
+])
+def test_invalid_customers_name_the_field(tenant: Tenant, body: dict[str, object], path: str) -> None:
+    response = tenant.client.put("/api/v1/customers/BAD", json=body)
+    assert response.status_code == 422
+    assert path in [e["path"] for e in response.json()["errors"]]
+    assert tenant.client.get("/api/v1/customers/BAD").status_code == 404
