@@ -39,3 +39,11 @@ def test_invalid_customers_name_the_field(tenant: Tenant, body: dict[str, object
     assert response.status_code == 422
     assert path in [e["path"] for e in response.json()["errors"]]
     assert tenant.client.get("/api/v1/customers/BAD").status_code == 404
+
+
+def test_control_characters_are_refused_not_stored(tenant: Tenant) -> None:
+    response = tenant.client.put("/api/v1/customers/NUL", json={"name": "Dupont\u0000SA"})
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{"path": "/name", "message": "must not contain control characters"}]
+    multiline = tenant.client.put("/api/v1/customers/ML", json={"name": "Dupont\nSA\tBE"})
+    assert multiline.status_code == 201

@@ -6,9 +6,11 @@ chunked or lying body is cut off as soon as the bytes read pass it.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,12 +91,58 @@ def field_errors(exc: pydantic.ValidationError, prefix: str = "") -> list[FieldE
     return errors
 
 
+# C0 control characters other than tab, line feed and carriage return: NUL cannot be stored in PostgreSQL
+# text at all, and the others only ever arrive by mistake or malice.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def control_character_errors(data: Any, path: str = "") -> list[FieldError]:
+    if isinstance(data, str):
+        return [FieldError(path, "must not contain control characters")] if _CONTROL.search(data) else []
+    if isinstance(data, dict):
+        errors = []
+        for key, value in data.items():
+            child = path + pointer((key,))
+            if _CONTROL.search(key):
+                errors.append(FieldError(child, "must not contain control characters"))
+            errors += control_character_errors(value, child)
+        return errors
+    if isinstance(data, list):
+        return [error for i, value in enumerate(data) for error in control_character_errors(value, f"{path}/{i}")]
+    return []
+
+
 def validate(model: type[M], data: Any, prefix: str = "") -> M:
     """Validate JSON-shaped data in JSON mode (so "2026-01-31" is a date and "12" is not a number)."""
+    if errors := control_character_errors(data, prefix):
+        raise InvalidInput("The request has invalid fields.", errors)
     try:
         return model.model_validate_json(orjson.dumps(data))
     except pydantic.ValidationError as exc:
         raise InvalidInput("The request has invalid fields.", field_errors(exc, prefix)) from exc
+
+
+@functools.cache
+def _list_adapter(model: type[M]) -> pydantic.TypeAdapter[list[M]]:
+    return pydantic.TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+def validate_each(model: type[M], items: Sequence[Any], prefix: str) -> list[M | InvalidInput]:
+    """Validate each item on its own, as `validate(model, items[i], f"{prefix}/{i}")` would: one bad item
+    does not stop the others. A list that is valid throughout (the usual batch) is validated in one call,
+    one JSON encoding and one trip into pydantic-core instead of one per item; only a list with an error is
+    gone through item by item, to tell which items fail and why."""
+    try:
+        return list(_list_adapter(model).validate_json(orjson.dumps(items)))
+    except pydantic.ValidationError:
+        pass
+    results: list[M | InvalidInput] = []
+    for index, item in enumerate(items):
+        try:
+            results.append(validate(model, item, f"{prefix}/{index}"))
+        except InvalidInput as exc:
+            results.append(exc)
+    return results
 
 
 async def read_model(request: Request, model: type[M], limit: int,
