@@ -14,7 +14,7 @@ import calendar
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 import orjson
@@ -56,14 +56,19 @@ class InvoiceInput:
     version: int | None = field(default=None, compare=False)
 
     def content_hash(self) -> str:
-        content = asdict(self)
-        del content["version"]
+        # Field by field, not dataclasses.asdict: asdict deep-copies every line only for it to be serialized;
+        # the bytes hashed are the same (stored hashes stay valid).
+        content = {name: getattr(self, name) for name in _HASHED_FIELDS}
         return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def storage_values(self) -> dict[str, Any]:
-        values = asdict(self)
-        del values["customer"]
-        return values
+        # The lines list is shared, not copied: the dict only feeds an INSERT or UPDATE.
+        return {name: getattr(self, name) for name in _STORED_FIELDS}
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(InvoiceInput))
+_HASHED_FIELDS = tuple(name for name in _FIELD_NAMES if name != "version")
+_STORED_FIELDS = tuple(name for name in _FIELD_NAMES if name != "customer")
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,18 @@ def validate(model: type[M], data: Any, prefix: str = "") -> M:
         raise InvalidInput("The request has invalid fields.", field_errors(exc, prefix)) from exc
 
 
+# What a control character (see _CONTROL) can look like in JSON text: a \u0000-\u001f or \u007f escape, a \b
+# or \f escape, or a raw DEL (JSON allows no other raw control character in a string).
+_JSON_CONTROL = re.compile(rb"\\u00[01][0-9A-Fa-f]|\\u007[Ff]|\\[bf]|\x7f")
+
+
+def may_contain_control_characters(json_text: bytes) -> bool:
+    """False only if the JSON text has no string with a control character, so control_character_errors
+    would find nothing: a quick look at the bytes instead of a walk over every string. True can be a false
+    alarm (an escaped backslash before "b"); then ask control_character_errors."""
+    return _JSON_CONTROL.search(json_text) is not None
+
+
 @functools.cache
 def _list_adapter(model: type[M]) -> pydantic.TypeAdapter[list[M]]:
     return pydantic.TypeAdapter(list[model])  # type: ignore[valid-type]
@@ -132,10 +144,12 @@ def validate_each(model: type[M], items: Sequence[Any], prefix: str) -> list[M |
     does not stop the others. A list that is valid throughout (the usual batch) is validated in one call,
     one JSON encoding and one trip into pydantic-core instead of one per item; only a list with an error is
     gone through item by item, to tell which items fail and why."""
-    try:
-        return list(_list_adapter(model).validate_json(orjson.dumps(items)))
-    except pydantic.ValidationError:
-        pass
+    encoded = orjson.dumps(items)
+    if not may_contain_control_characters(encoded):
+        try:
+            return list(_list_adapter(model).validate_json(encoded))
+        except pydantic.ValidationError:
+            pass
     results: list[M | InvalidInput] = []
     for index, item in enumerate(items):
         try:

@@ -10,7 +10,9 @@ from starlette.responses import Response
 
 from portal.domain import invoices as domain
 from portal.errors import FieldError, InvalidInput, QuittanceError
-from portal.web.api.bodies import parse_json, read_bounded, require_content_type, validate
+from portal.web.api.bodies import (
+    may_contain_control_characters, parse_json, read_bounded, require_content_type, validate, validate_each,
+)
 from portal.web.api.context import (
     ApiContext, decode_cursor, encode_cursor, json_response, query_bool, query_datetime, query_limit,
 )
@@ -153,17 +155,20 @@ def register(api: Api) -> None:
         results and does not stop the others."""
         limits = ctx.services.settings.limits
         require_content_type(ctx.request, "application/json")
-        envelope = validate(InvoiceBatchEnvelope, parse_json(await read_bounded(ctx.request, limits.json_bytes)))
-        if len(envelope.invoices) > limits.batch_items:
+        body = await read_bounded(ctx.request, limits.json_bytes)
+        raws = _batch_items(body, parse_json(body))
+        if len(raws) > limits.batch_items:
             raise InvalidInput("Too many invoices.",
                                [FieldError("/invoices", f"at most {limits.batch_items} in one batch")])
-        results: list[dict[str, Any] | None] = [None] * len(envelope.invoices)
+        results: list[dict[str, Any] | None] = [None] * len(raws)
         accepted: list[tuple[int, domain.InvoiceInput, dict[str, Any]]] = []
-        for index, raw in enumerate(envelope.invoices):
+        for index, (raw, checked) in enumerate(zip(raws, validate_each(BatchInvoice, raws, "/invoices"),
+                                                 strict=True)):
             prefix = f"/invoices/{index}"
             try:
-                model = validate(BatchInvoice, raw, prefix)
-                accepted.append((index, invoice_input(model.external_id, model), raw))
+                if isinstance(checked, InvalidInput):
+                    raise checked  # handled below like a conversion error, so both get the same paths
+                accepted.append((index, invoice_input(checked.external_id, checked), raw))
             except InvalidInput as exc:
                 exc.errors = [e if e.path.startswith(prefix) else e.under(prefix) for e in exc.errors]
                 external_id = raw.get("external_id") if isinstance(raw, dict) else None
@@ -204,6 +209,17 @@ def register(api: Api) -> None:
         conflict_id = int(raw_id) if raw_id.isdigit() and len(raw_id) < 18 else -1
         row = await ctx.services.db.write(domain.resolve_conflict, ctx.org_id, conflict_id, ctx.now())
         return json_response(conflict_output(row))
+
+
+def _batch_items(body: bytes, data: Any) -> list[Any]:
+    """The items of a batch body. A body of the usual shape (an object whose only member is a non-empty
+    `invoices` array) and without control characters is exactly what validating it as InvoiceBatchEnvelope
+    accepts, so it is taken as it is: pydantic need not copy a thousand invoices only to say that they are a
+    list. Any other body goes through `validate`, which gives the errors."""
+    if (isinstance(data, dict) and len(data) == 1 and isinstance(data.get("invoices"), list) and data["invoices"]
+            and not may_contain_control_characters(body)):
+        return data["invoices"]
+    return validate(InvoiceBatchEnvelope, data).invoices
 
 
 def _item_error(external_id: str | None, error: QuittanceError, prefix: str = "") -> dict[str, Any]:
