@@ -8,34 +8,43 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from portal.clock import Clock, SystemClock
 from portal.db import Database
 from portal.services import Services
 from portal.settings import Settings
 from portal.storage import DocumentStore
-from portal.web.api import customers, invoices, lifecycle
+from portal.tokens import TokenService
+from portal.web.api import customers, documents, invoices, lifecycle, links, remarks
 from portal.web.api.context import authenticate_request, json_response
 from portal.web.api.operations import Api
-from portal.web.errors import HANDLERS
+from portal.web import brand
+from portal.web.errors import handlers
+from portal.web.headers import SecurityHeaders
+from portal.web.portal import pages as portal_pages
+from portal.web.portal.i18n import TEMPLATES_DIR
 
 VERSION = "0.1.0"
 
 
 def build_api() -> Api:
     api = Api()
-    for module in (customers, invoices, lifecycle):
+    for module in (customers, invoices, lifecycle, documents, links, remarks):
         module.register(api)
     return api
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None, database: Database | None = None) -> Starlette:
+    clock = clock or SystemClock()
     services = Services(
         settings=settings,
         db=database or Database.from_url(settings.database_url, echo=settings.echo_sql),
-        clock=clock or SystemClock(),
+        clock=clock,
         documents=DocumentStore(settings.storage_dir),
+        tokens=TokenService(settings.signing_keys, clock),
     )
     api = build_api()
     openapi_document = api.openapi(title="Quittance machine API", version=VERSION,
@@ -51,8 +60,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None, database: Data
             services.db.dispose()
 
     app = Starlette(
-        routes=[Mount("/api/v1", routes=[Route("/openapi.json", openapi), *api.routes(authenticate_request)])],
-        exception_handlers=HANDLERS,
+        routes=[
+            Mount("/api/v1", routes=[Route("/openapi.json", openapi), *api.routes(authenticate_request)]),
+            *portal_pages.routes,
+            *brand.routes,
+            Mount("/static", StaticFiles(directory=TEMPLATES_DIR.parent / "static"), name="static"),
+        ],
+        exception_handlers=handlers(),
+        middleware=[Middleware(SecurityHeaders, https=settings.is_https)],
         lifespan=lifespan,
     )
     app.state.services = services

@@ -9,6 +9,7 @@ from portal.clock import Clock
 from portal.db import Database
 from portal.settings import Settings
 from portal.storage import DocumentStore
+from portal.tokens import TokenService
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class Services:
     db: Database
     clock: Clock
     documents: DocumentStore
+    tokens: TokenService
 
     def now(self) -> dt.datetime:
         return self.clock.now()

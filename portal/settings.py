@@ -13,6 +13,8 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 MB = 1024 * 1024
+# Used only when PORTAL_SECRET_KEYS is empty, so that the demo runs with no setup. `portal serve` warns.
+DEVELOPMENT_KEY = "quittance-development-key-not-secret"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +37,23 @@ class Settings:
     storage_dir: Path = Path("var/documents")
     base_url: str = "http://127.0.0.1:8000"
     limits: Limits = dataclasses.field(default_factory=Limits)
+    # Keys that sign debtor links and sessions, newest first: the first signs, all verify, so a key can be
+    # rotated in front without breaking live links. Empty means a development key (never in production).
+    secret_keys: tuple[str, ...] = ()
+    link_days_default: int = 90
+    link_days_max: int = 365
+    # A debtor session lasts this long after the link was opened; opening the link again starts a new one.
+    session_minutes: int = 60
     # Debug logging of SQL; never on in production.
     echo_sql: bool = False
+
+    @property
+    def signing_keys(self) -> tuple[str, ...]:
+        return self.secret_keys or (DEVELOPMENT_KEY,)
+
+    @property
+    def is_https(self) -> bool:
+        return self.base_url.startswith("https://")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -53,5 +70,6 @@ class Settings:
             storage_dir=Path(env.get("PORTAL_STORAGE_DIR") or cls.storage_dir),
             base_url=(env.get("PORTAL_BASE_URL") or cls.base_url).rstrip("/"),
             limits=limits,
+            secret_keys=tuple(k.strip() for k in env.get("PORTAL_SECRET_KEYS", "").split(",") if k.strip()),
             echo_sql=env.get("PORTAL_ECHO_SQL", "") == "1",
         )

@@ -13,6 +13,12 @@ organizations = sa.Table(
     sa.Column("slug", sa.String(63), nullable=False, unique=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
+    # Branding and contact, shown to debtors: where to ask for a fresh link, the colour of the pages.
+    sa.Column("contact_email", sa.String(320)),
+    sa.Column("contact_phone", sa.String(40)),
+    sa.Column("brand_color", sa.String(7)),
+    sa.Column("logo_sha256", sa.String(64)),
+    sa.Column("logo_type", sa.String(20)),
 )
 
 api_keys = sa.Table(

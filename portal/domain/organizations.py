@@ -101,3 +101,29 @@ def authenticate(conn: sa.Connection, key: str) -> Organization:
     if row is None:
         raise Unauthenticated("unknown or revoked API key")
     return Organization(row.id, row.slug, row.name)
+
+
+_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+def is_color(value: str) -> bool:
+    return bool(_COLOR.fullmatch(value))
+
+
+def set_branding(conn: sa.Connection, org: Organization, *, color: str | None = None,
+                 contact_email: str | None = None, contact_phone: str | None = None,
+                 logo: tuple[str, str] | None = None) -> None:
+    """Change only what is given. `logo` is (sha256 in the document store, media type)."""
+    values: dict[str, object] = {}
+    if color is not None:
+        if not is_color(color):
+            raise InvalidInput("a colour is #rrggbb")
+        values["brand_color"] = color
+    if contact_email is not None:
+        values["contact_email"] = contact_email or None
+    if contact_phone is not None:
+        values["contact_phone"] = contact_phone or None
+    if logo is not None:
+        values["logo_sha256"], values["logo_type"] = logo
+    if values:
+        conn.execute(organizations.update().where(organizations.c.id == org.id).values(**values))

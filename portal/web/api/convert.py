@@ -27,7 +27,7 @@ def customer_input(external_id: str, body: CustomerIn) -> CustomerInput:
 def customer_output(row: sa.Row[Any]) -> dict[str, Any]:
     return {"external_id": row.external_id, "name": row.name, "email": row.email, "locale": row.locale,
             "address": row.address, "vat_number": row.vat_number,
-            "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at)}
+            "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
 
 
 def invoice_input(external_id: str, body: InvoiceBody) -> InvoiceInput:
@@ -77,7 +77,7 @@ def invoice_input(external_id: str, body: InvoiceBody) -> InvoiceInput:
         version=body.version)
 
 
-def _iso(value: dt.datetime | dt.date | None) -> str | None:
+def iso(value: dt.datetime | dt.date | None) -> str | None:
     if value is None:
         return None
     if isinstance(value, dt.datetime):
@@ -95,14 +95,14 @@ def invoice_body_dict(row: sa.Row[Any]) -> dict[str, Any]:
             terms["days"] = row.payment_terms_days
     body = {
         "customer": row.customer_external_id, "number": row.number, "kind": row.kind, "status": row.status,
-        "issue_date": _iso(row.issue_date), "due_date": _iso(row.due_date), "payment_terms": terms,
+        "issue_date": iso(row.issue_date), "due_date": iso(row.due_date), "payment_terms": terms,
         "currency": currency, "total": format_minor(row.total_minor, currency),
         "amount_due": format_minor(row.amount_due_minor, currency),
         "lines": [{"description": line["description"], "quantity": line["quantity"],
                    "unit_price": format_minor(line["unit_price_minor"], currency), "vat_rate": line["vat_rate"],
                    "total": format_minor(line["total_minor"], currency)} for line in row.lines],
         "title": row.title, "header_note": row.header_note, "footer_note": row.footer_note,
-        "vat_mention": row.vat_mention, "delivery_date": _iso(row.delivery_date), "store": row.store,
+        "vat_mention": row.vat_mention, "delivery_date": iso(row.delivery_date), "store": row.store,
         "may_have_documents": row.may_have_documents, "version": row.version,
     }
     return body
@@ -113,21 +113,21 @@ def invoice_output(row: sa.Row[Any], base_url: str) -> dict[str, Any]:
     document = None
     if row.document_sha256:
         document = {"sha256": row.document_sha256, "size": row.document_size,
-                    "updated_at": _iso(row.document_updated_at),
+                    "updated_at": iso(row.document_updated_at),
                     "url": f"{base_url}/api/v1/invoices/{row.external_id}/document"}
     return {
         "external_id": row.external_id, **body,
         "amount_paid": format_minor(row.paid_minor, row.currency),
         "has_document": row.document_sha256 is not None, "document": document, "revision": row.revision,
-        "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at),
-        "activated_at": _iso(row.activated_at), "cancelled_at": _iso(row.cancelled_at),
+        "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
+        "activated_at": iso(row.activated_at), "cancelled_at": iso(row.cancelled_at),
     }
 
 
 def timeline_output(row: sa.Row[Any]) -> dict[str, Any]:
-    return {"at": _iso(row.occurred_at), "kind": row.kind, "detail": row.detail}
+    return {"at": iso(row.occurred_at), "kind": row.kind, "detail": row.detail}
 
 
 def conflict_output(row: sa.Row[Any]) -> dict[str, Any]:
-    return {"id": row.id, "invoice": row.invoice_external_id, "created_at": _iso(row.created_at),
-            "code": row.code, "detail": row.detail, "payload": row.payload, "resolved_at": _iso(row.resolved_at)}
+    return {"id": row.id, "invoice": row.invoice_external_id, "created_at": iso(row.created_at),
+            "code": row.code, "detail": row.detail, "payload": row.payload, "resolved_at": iso(row.resolved_at)}

@@ -1,0 +1,61 @@
+"""Signed tokens with one salt per purpose, so a token made for one door never opens another.
+
+Keys rotate: the newest key signs, every listed key verifies. Tokens are signed, not encrypted, so they carry
+only opaque ids (a link id, a session nonce), never names, emails or amounts. The clock is injectable so
+that expiry is tested without sleeping.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous.timed import TimestampSigner
+
+from portal.clock import Clock
+from portal.errors import QuittanceError
+
+
+class InvalidToken(QuittanceError):
+    """Bad signature, wrong purpose, expired, or malformed: callers show one generic answer for all."""
+
+
+PORTAL_LINK = "debtor-portal-link"
+DEBTOR_SESSION = "debtor-session"
+CSRF = "debtor-csrf"
+
+
+class TokenService:
+    def __init__(self, keys: tuple[str, ...], clock: Clock) -> None:
+        if not keys:
+            raise ValueError("at least one signing key is needed")
+        self._keys = list(reversed(keys))  # itsdangerous signs with the last key and tries newest first
+        self._clock = clock
+
+    def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
+        clock = self._clock
+
+        class ClockedSigner(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(clock.now().timestamp())
+
+        serializer = URLSafeTimedSerializer(self._keys, salt=purpose, signer=ClockedSigner)
+        return serializer
+
+    def sign(self, purpose: str, payload: Any) -> str:
+        return str(self._serializer(purpose).dumps(payload))
+
+    def verify(self, purpose: str, token: str, max_age_seconds: int) -> Any:
+        if len(token) > 500:
+            raise InvalidToken("token too long")
+        serializer = self._serializer(purpose)
+        try:
+            payload, signed_at = serializer.loads(token, max_age=max_age_seconds, return_timestamp=True)
+        except SignatureExpired as exc:
+            raise InvalidToken("expired") from exc
+        except BadData as exc:
+            raise InvalidToken("bad token") from exc
+        # itsdangerous checks age against the signer's clock; a token "from the future" is also refused.
+        if signed_at.timestamp() > self._clock.now().timestamp() + 60:
+            raise InvalidToken("issued in the future")
+        return payload
