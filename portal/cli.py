@@ -1,4 +1,4 @@
-"""The `portal` command: serve, db upgrade, and the organization / API key admin."""
+"""The `portal` command: serve, db upgrade, the organization / API key admin, and the demo data."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import click
 from portal.clock import SystemClock
 from portal.db import Database
 from portal.db.migrate import upgrade
+from portal.demo import load_demo, rotate_demo_key, sample_pdf
 from portal.domain import organizations as orgs
 from portal.errors import QuittanceError
 from portal.settings import Settings
+from portal.storage import DocumentStore
 
 
 def _settings() -> Settings:
@@ -107,6 +109,33 @@ def apikey_revoke(org_slug: str, key_id: int) -> None:
     _run(lambda conn: orgs.revoke_api_key(conn, orgs.get_organization(conn, org_slug), key_id,
                                          SystemClock().now()))
     click.echo(f"revoked key {key_id}")
+
+
+@main.group()
+def demo() -> None:
+    """The demo organization that scripts/demo serves."""
+
+
+@demo.command("load")
+def demo_load() -> None:
+    """Create the demo organization with its customers, invoices and PDFs, or bring it back to them.
+
+    Safe to run again: the same day, nothing changes."""
+    summary = _run(load_demo, DocumentStore(_settings().storage_dir), SystemClock().now())
+    click.echo(summary.describe())
+
+
+@demo.command("key")
+def demo_key() -> None:
+    """Print a new API key for the demo organization, revoking the one this command printed last time."""
+    click.echo(_run(rotate_demo_key, SystemClock().now()))
+
+
+@demo.command("pdf")
+@click.argument("number")
+def demo_pdf(number: str) -> None:
+    """Write a small sample invoice PDF to standard output, to try the document upload with."""
+    click.get_binary_stream("stdout").write(sample_pdf(number))
 
 
 def _run(fn, *args):  # type: ignore[no-untyped-def]
