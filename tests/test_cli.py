@@ -55,3 +55,23 @@ def test_mistakes_are_reported_not_raised(env: dict[str, str]) -> None:
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 1
         assert result.output.startswith("error: ")
+
+
+def test_links_from_the_command_line(env: dict[str, str], tmp_path: Path) -> None:
+    run("db", "upgrade")
+    run("org", "create", "acme", "--name", "Acme")
+    key = run("apikey", "create", "acme", "--name", "ERP").strip().splitlines()[-1]
+    app = create_app(Settings(database_url=env["PORTAL_DATABASE_URL"], storage_dir=tmp_path / "docs",
+                              base_url="http://testserver"))
+    api = TestClient(app, headers={"Authorization": f"Bearer {key}"})
+    api.put("/api/v1/customers/C1", json={"name": "Dupont", "locale": "fr"})
+
+    url = run("link", "create", "acme", "C1", "--days", "7").strip().splitlines()[-1]
+    assert url.startswith("http://127.0.0.1:8000/l/"), "the CLI uses PORTAL_BASE_URL's default"
+    browser = TestClient(app, follow_redirects=False)
+    assert browser.get("/l/" + url.rsplit("/", 1)[1]).status_code == 303
+    assert "revoked 1 link(s)" in run("link", "revoke", "acme", "C1")
+    assert browser.get("/portal").status_code == 401
+
+    run("org", "brand", "acme", "--color", "#123456", "--contact-email", "help@acme.example")
+    assert CliRunner().invoke(main, ["org", "brand", "acme", "--color", "blue"]).exit_code == 1

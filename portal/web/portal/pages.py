@@ -119,13 +119,16 @@ async def landing(request: Request) -> Response:
     now = services.now()
     user_agent = request.headers.get("user-agent", "")[:500]
 
+    probe = request.method == "HEAD"  # link checkers probe with HEAD: answer alike, log nothing
+
     def land(conn: sa.Connection) -> DebtorScope:
         scope = links.resolve(conn, link_id, now)
-        links.record_visit(conn, scope, now, user_agent)
+        if not probe:
+            links.record_visit(conn, scope, now, user_agent)
         return scope
 
     try:
-        await services.db.write(land)
+        await (services.db.read(land) if probe else services.db.write(land))
     except NotFound:
         return await invalid_link(request, link_id)
     response = RedirectResponse("/portal", status_code=303)
