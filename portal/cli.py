@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 import click
@@ -12,9 +13,11 @@ from portal.db import Database
 from portal.db.migrate import upgrade
 from portal.demo import load_demo, rotate_demo_key, sample_pdf
 from portal.domain import organizations as orgs
+from portal.domain.links import issue_url, revoke_links
 from portal.errors import QuittanceError
 from portal.settings import Settings
 from portal.storage import DocumentStore
+from portal.tokens import TokenService
 
 
 def _settings() -> Settings:
@@ -136,6 +139,69 @@ def demo_key() -> None:
 def demo_pdf(number: str) -> None:
     """Write a small sample invoice PDF to standard output, to try the document upload with."""
     click.get_binary_stream("stdout").write(sample_pdf(number))
+
+
+@main.group()
+def link() -> None:
+    """Signed links to the debtor portal."""
+
+
+@link.command("create")
+@click.argument("org_slug")
+@click.argument("customer")
+@click.option("--days", type=int, default=None, help="Lifetime in days (default 90, at most 365).")
+@click.option("--invoice", "invoices", multiple=True, help="Show only this invoice (repeatable).")
+def link_create(org_slug: str, customer: str, days: int | None, invoices: tuple[str, ...]) -> None:
+    """Print a new portal link for a customer (its external id)."""
+    settings = _settings()
+    tokens = TokenService(settings.signing_keys, SystemClock())
+    url, expires_at = _run(lambda conn: issue_url(
+        conn, tokens, settings, orgs.get_organization(conn, org_slug).id, customer, SystemClock().now(),
+        days=days, invoice_external_ids=list(invoices) or None))
+    click.echo(f"link valid until {expires_at:%Y-%m-%d %H:%M} UTC:", err=True)
+    click.echo(url)
+
+
+@link.command("revoke")
+@click.argument("org_slug")
+@click.argument("customer")
+def link_revoke(org_slug: str, customer: str) -> None:
+    """Revoke every link issued to a customer until now, and the sessions opened with them."""
+    count = _run(lambda conn: revoke_links(conn, orgs.get_organization(conn, org_slug).id, customer,
+                                           SystemClock().now()))
+    click.echo(f"revoked {count} link(s)")
+
+
+@org.command("brand")
+@click.argument("org_slug")
+@click.option("--color", help="Brand colour as #rrggbb.")
+@click.option("--contact-email", help="Where debtors ask for help or a fresh link.")
+@click.option("--contact-phone")
+@click.option("--logo", type=click.Path(exists=True, dir_okay=False), help="A PNG or JPEG logo.")
+def org_brand(org_slug: str, color: str | None, contact_email: str | None, contact_phone: str | None,
+              logo: str | None) -> None:
+    """Set what debtors see: colour, logo and contact."""
+    logo_file = None
+    if logo is not None:
+        logo_file = _store_logo(logo)
+    _run(lambda conn: orgs.set_branding(conn, orgs.get_organization(conn, org_slug), color=color,
+                                   contact_email=contact_email, contact_phone=contact_phone, logo=logo_file))
+    click.echo(f"branding of {org_slug} updated")
+
+
+def _store_logo(path: str) -> tuple[str, str]:
+    """Copy a logo into the document store; returns (sha256, media type). Only PNG and JPEG: an SVG can
+    carry script."""
+    data = open(path, "rb").read(8)
+    media_type = "image/png" if data.startswith(b"\x89PNG") else "image/jpeg" if data.startswith(b"\xff\xd8") else None
+    if media_type is None:
+        click.echo("error: the logo must be a PNG or JPEG file", err=True)
+        sys.exit(1)
+    store = DocumentStore(_settings().storage_dir)
+    file, temp = store.temporary_file()
+    with file, open(path, "rb") as source:
+        shutil.copyfileobj(source, file)
+    return store.store_file(temp).sha256, media_type
 
 
 def _run(fn, *args):  # type: ignore[no-untyped-def]
