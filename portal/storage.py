@@ -59,6 +59,12 @@ class DocumentStore:
             source.unlink()
         else:
             os.replace(source, target)
+            # The rename itself must reach the disk before the database points at the file.
+            directory = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
         return StoredFile(sha256, size)
 
     def exists(self, sha256: str) -> bool:

@@ -279,5 +279,6 @@ class ArchiveEntryResult(BaseModel):
 
 class ArchiveResult(BaseModel):
     stored: int
+    unchanged: int = Field(description="Entries whose invoice already had these exact bytes.")
     failed: int
     entries: list[ArchiveEntryResult]
