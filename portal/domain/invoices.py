@@ -14,12 +14,13 @@ import calendar
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import orjson
 import sqlalchemy as sa
 
+from portal.db.bulk import insert_many
 from portal.db.customers import customers
 from portal.db.invoices import invoice_conflicts, invoice_timeline, invoices
 from portal.errors import Conflict, FieldError, InvalidInput, NotFound, QuittanceError
@@ -96,8 +97,16 @@ def with_derived_due_date(item: InvoiceInput, today: dt.date) -> InvoiceInput:
     """A non-draft invoice without a due date gets one from its terms, counted from its issue date."""
     if item.due_date is not None or item.status == "draft" or item.payment_terms is None:
         return item
-    return replace(item, due_date=due_date_from_terms(item.payment_terms, item.payment_terms_days,
-                                                      item.issue_date or today))
+    return _with_due_date(item, due_date_from_terms(item.payment_terms, item.payment_terms_days,
+                                                    item.issue_date or today))
+
+
+def _with_due_date(item: InvoiceInput, due_date: dt.date | None) -> InvoiceInput:
+    """dataclasses.replace(item, due_date=due_date), without running the frozen __init__ over every field
+    again (a sixth of the CPU of an unchanged re-push): the other fields are copied as they are."""
+    derived = object.__new__(InvoiceInput)
+    derived.__dict__.update(item.__dict__, due_date=due_date)
+    return derived
 
 
 def _paid_conflict(existing: sa.Row[Any], item: InvoiceInput) -> Conflict | None:
@@ -159,7 +168,7 @@ def upsert_invoices(
     if conn.dialect.name == "postgresql":
         # Lock the rows we compare against, so two concurrent resends cannot both pass the checks.
         query = query.with_for_update()
-    existing_by_id = {row.external_id: row for row in conn.execute(query)}
+    existing_by_id = {row.external_id: row for row in conn.execute(query).all()}
 
     inserts: list[dict[str, Any]] = []
     insert_indexes: list[int] = []
@@ -178,8 +187,8 @@ def upsert_invoices(
         item = with_derived_due_date(item, today)
         digest = item.content_hash()
         existing = existing_by_id.get(item.external_id)
-        values = {**item.storage_values(), "customer_id": customer_id, "content_hash": digest, "updated_at": now}
         if existing is None:
+            values = _row_values(item, customer_id, digest, now)
             inserts.append({**values, "organization_id": organization_id, "revision": 1, "created_at": now,
                             "paid_minor": 0,
                             "activated_at": now if item.status != "draft" else None,
@@ -204,6 +213,7 @@ def upsert_invoices(
             outcomes[index] = WriteOutcome(item.external_id, "error", existing.id, existing.revision, error)
             continue
         revision = existing.revision + 1
+        values = _row_values(item, customer_id, digest, now)
         # Every update row carries the same keys: they go to the database as one executemany.
         values["activated_at"] = existing.activated_at or (now if item.status != "draft" else None)
         values["cancelled_at"] = (existing.cancelled_at or now) if item.status == "cancelled" else None
@@ -212,9 +222,9 @@ def upsert_invoices(
 
     timeline: list[dict[str, Any]] = []
     if inserts:
-        new_ids = conn.execute(invoices.insert().returning(invoices.c.id, sort_by_parameter_order=True),
-                               inserts).scalars().all()
-        for index, new_id in zip(insert_indexes, new_ids, strict=True):
+        new_ids = _insert_invoices(conn, organization_id, inserts)
+        for index in insert_indexes:
+            new_id = new_ids[items[index].external_id]
             outcomes[index] = WriteOutcome(items[index].external_id, "created", new_id, 1)
             timeline.append(_timeline_row(organization_id, new_id, now, "created", items[index]))
     if updates:
@@ -224,10 +234,27 @@ def upsert_invoices(
                              "kind": "updated", "detail": {"revision": row["revision"], "status": row["status"],
                                                            "version": row["version"]}})
     if timeline:
-        conn.execute(invoice_timeline.insert(), timeline)
+        insert_many(conn, invoice_timeline, timeline)
     if conflicts:
         _queue_conflicts(conn, organization_id, conflicts)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _row_values(item: InvoiceInput, customer_id: int, digest: str, now: dt.datetime) -> dict[str, Any]:
+    # Built only for rows that will be written: an unchanged resend, the usual one, needs none of it.
+    return {**item.storage_values(), "customer_id": customer_id, "content_hash": digest, "updated_at": now}
+
+
+def _insert_invoices(conn: sa.Connection, organization_id: int, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert new invoices; their ids by external id. One executemany, then one indexed read of the ids:
+    cheaper than RETURNING, which SQLAlchemy turns into one INSERT per row on SQLite when the ids must come
+    back in order."""
+    insert_many(conn, invoices, rows)
+    return dict(conn.execute(
+        sa.select(invoices.c.external_id, invoices.c.id).where(
+            invoices.c.organization_id == organization_id,
+            invoices.c.external_id.in_([row["external_id"] for row in rows]))
+    ).all())
 
 
 def _queue_conflicts(conn: sa.Connection, organization_id: int, conflicts: list[dict[str, Any]]) -> None:

@@ -131,7 +131,11 @@ def may_contain_control_characters(json_text: bytes) -> bool:
     """False only if the JSON text has no string with a control character, so control_character_errors
     would find nothing: a quick look at the bytes instead of a walk over every string. True can be a false
     alarm (an escaped backslash before "b"); then ask control_character_errors."""
-    return _JSON_CONTROL.search(json_text) is not None
+    if b"\x7f" in json_text:
+        return True
+    # Text without a single escape, the usual case, is told apart by one memchr-speed scan; the regular
+    # expression, ten times slower on a large batch, is only for text that has escapes.
+    return b"\\" in json_text and _JSON_CONTROL.search(json_text) is not None
 
 
 @functools.cache

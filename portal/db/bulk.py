@@ -1,0 +1,66 @@
+"""Inserting many rows at once on the hot batch path (the invoice push).
+
+`Connection.execute(table.insert(), rows)` assembles every row's parameters in Python, one dictionary and
+one type conversion per value, which was a third of the CPU of pushing 1,000 invoices. `insert_many` sends
+the same INSERT as one DBAPI executemany instead. Every value still goes through its column type's own bind
+processor, so what is stored is exactly what Core would store; only the per-row bookkeeping goes.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+
+def insert_many(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT `rows` into `table` in one executemany. Every row must have the same keys, all of them
+    columns of `table`; columns left out get their server default, as with Core."""
+    if not rows:
+        return
+    keys = tuple(rows[0])
+    sql, names, positional = _compiled_insert(conn.dialect, table, keys)
+    converters = [(at, _converter(conn.dialect, table.c[name].type)) for at, name in enumerate(names)]
+    converters = [(at, convert) for at, convert in converters if convert is not None]
+    values_of = operator.itemgetter(*names)
+    params: list[Any] = []
+    for row in rows:
+        values = list(values_of(row)) if len(names) > 1 else [values_of(row)]
+        for at, convert in converters:
+            values[at] = convert(values[at])
+        params.append(tuple(values) if positional else dict(zip(names, values, strict=True)))
+    conn.exec_driver_sql(sql, params)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_insert(dialect: Dialect, table: sa.Table, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...], bool]:
+    """The INSERT as Core compiles it for an executemany of rows with `keys`, and its parameter names."""
+    compiled = table.insert().compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
+    names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
+    unknown = set(names) - set(keys)
+    if unknown:
+        # A column with a Python-side default would need SQLAlchemy to fill it in; this helper does not.
+        raise ValueError(f"insert_many cannot fill {sorted(unknown)} of {table.name}")
+    return compiled.string, names, compiled.positional
+
+
+def _converter(dialect: Dialect, type_: sa.types.TypeEngine[Any]) -> Callable[[Any], Any] | None:
+    process = type_.dialect_impl(dialect).bind_processor(dialect)
+    return None if process is None else _remember_last(process)
+
+
+def _remember_last(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`process`, with the last value it saw and its result kept: a batch's timestamps are all the same
+    `now`, and formatting it once instead of once per row is most of what converting dates costs."""
+    last: list[Any] = [object(), None]
+
+    def convert(value: Any) -> Any:
+        if value is not last[0]:
+            last[0], last[1] = value, process(value)
+        return last[1]
+
+    return convert
