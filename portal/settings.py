@@ -44,6 +44,13 @@ class Settings:
     link_days_max: int = 365
     # A debtor session lasts this long after the link was opened; opening the link again starts a new one.
     session_minutes: int = 60
+    # Payment providers: the defaults of every organization without settings of its own. The URLs point the
+    # real SDKs elsewhere (the local emulators); empty means the real services.
+    mollie_api_key: str = ""
+    mollie_api_url: str = ""
+    stripe_api_key: str = ""
+    stripe_api_url: str = ""
+    stripe_webhook_secrets: tuple[str, ...] = ()
     # Debug logging of SQL; never on in production.
     echo_sql: bool = False
 
@@ -70,6 +77,16 @@ class Settings:
             storage_dir=Path(env.get("PORTAL_STORAGE_DIR") or cls.storage_dir),
             base_url=(env.get("PORTAL_BASE_URL") or cls.base_url).rstrip("/"),
             limits=limits,
-            secret_keys=tuple(k.strip() for k in env.get("PORTAL_SECRET_KEYS", "").split(",") if k.strip()),
+            secret_keys=_list(env.get("PORTAL_SECRET_KEYS", "")),
+            mollie_api_key=env.get("PORTAL_MOLLIE_API_KEY", ""),
+            mollie_api_url=env.get("PORTAL_MOLLIE_API_URL", "").rstrip("/"),
+            stripe_api_key=env.get("PORTAL_STRIPE_API_KEY", ""),
+            stripe_api_url=env.get("PORTAL_STRIPE_API_URL", "").rstrip("/"),
+            stripe_webhook_secrets=_list(env.get("PORTAL_STRIPE_WEBHOOK_SECRETS", "")),
             echo_sql=env.get("PORTAL_ECHO_SQL", "") == "1",
         )
+
+
+def _list(value: str) -> tuple[str, ...]:
+    """A comma-separated setting, blanks dropped."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())

@@ -125,3 +125,11 @@ def test_unknown_paths_and_methods_answer_problem_json(tenant: Tenant) -> None:
 def test_ids_outside_the_id_alphabet_are_not_found(tenant: Tenant) -> None:
     assert tenant.client.get("/api/v1/invoices/%20sp ace").status_code == 404
     assert tenant.client.get("/api/v1/customers/" + "a" * 201).status_code == 404
+
+
+def test_head_works_wherever_get_does(tenant: Tenant) -> None:
+    tenant.put_invoice("INV-1")
+    for path in ("/api/v1/invoices", "/api/v1/invoices/INV-1", "/api/v1/customers/C1"):
+        response = tenant.client.head(path)
+        assert response.status_code == 200, path
+        assert response.content == b""

@@ -88,7 +88,9 @@ class Api:
         routes = []
         for path, handlers in by_path.items():
             async def endpoint(request: Request, handlers: dict[str, Handler] = handlers) -> Response:
-                return await authenticate(request, handlers[request.method])
+                # Starlette routes HEAD to GET routes; the GET handler answers it (the server drops the body).
+                method = "GET" if request.method == "HEAD" else request.method
+                return await authenticate(request, handlers[method])
             routes.append(Route(path, endpoint, methods=list(handlers)))
         return routes
 

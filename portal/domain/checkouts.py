@@ -1,0 +1,135 @@
+"""A debtor's decision to pay: which invoices, how much of each, with which provider.
+
+The checkout is recorded before the provider is called. Its idempotency key is derived from what is paid,
+so a double click or a retried request finds the same checkout instead of making a second one; after a
+checkout ended without payment, the next attempt gets a new key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from portal.db.invoices import invoices
+from portal.db.payments import checkout_items, checkouts
+from portal.domain.debtor import outstanding_minor
+from portal.domain.links import DebtorScope
+from portal.errors import FieldError, InvalidInput, NotFound
+
+OPEN_STATES = ("created", "open", "processing")
+MAX_INVOICES = 100  # Stripe takes at most 100 lines
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Open invoices of one currency and what is owed on each."""
+
+    currency: str
+    items: list[tuple[sa.Row[Any], int]]
+
+    @property
+    def amount_minor(self) -> int:
+        return sum(amount for _, amount in self.items)
+
+
+def select_payable(conn: sa.Connection, scope: DebtorScope, invoice_ids: list[int]) -> Selection:
+    if not invoice_ids:
+        raise InvalidInput("Choose at least one invoice.", [FieldError("/invoice", "nothing selected")])
+    if len(invoice_ids) > MAX_INVOICES:
+        raise InvalidInput("Too many invoices.", [FieldError("/invoice", f"at most {MAX_INVOICES} at once")])
+    query = scope.restrict(sa.select(invoices)).where(invoices.c.id.in_(invoice_ids)).order_by(invoices.c.id)
+    rows = conn.execute(query).all()
+    if len(rows) != len(set(invoice_ids)):
+        raise NotFound("no such invoice")
+    payable = [(row, outstanding_minor(row)) for row in rows if row.kind == "invoice"]
+    payable = [(row, amount) for row, amount in payable if amount > 0]
+    if not payable:
+        raise InvalidInput("Nothing to pay.", [FieldError("/invoice", "none of these invoices is open")])
+    currencies = {row.currency for row, _ in payable}
+    if len(currencies) > 1:
+        raise InvalidInput("Invoices in different currencies cannot be paid together.",
+                           [FieldError("/invoice", "different currencies: " + ", ".join(sorted(currencies)))])
+    return Selection(currencies.pop(), payable)
+
+
+def _key(scope: DebtorScope, selection: Selection, provider: str, method: str | None, attempt: int) -> str:
+    parts = [str(scope.organization_id), str(scope.customer_id), provider, method or "", selection.currency,
+             *(f"{row.id}={amount}" for row, amount in selection.items), str(attempt)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def start(conn: sa.Connection, scope: DebtorScope, invoice_ids: list[int], provider: str, method: str | None,
+          now: dt.datetime) -> tuple[sa.Row[Any], list[sa.Row[Any]]]:
+    """The checkout for this selection (an existing one if this is a repeat), and the other open checkouts of
+    these invoices, now superseded: the caller cancels them at their provider."""
+    selection = select_payable(conn, scope, invoice_ids)
+    attempt = 0
+    while True:
+        key = _key(scope, selection, provider, method, attempt)
+        existing = conn.execute(sa.select(checkouts).where(
+            checkouts.c.organization_id == scope.organization_id, checkouts.c.idempotency_key == key)).first()
+        if existing is None:
+            break
+        if existing.status in (*OPEN_STATES, "paid"):
+            return existing, []
+        attempt += 1
+
+    superseded = conn.execute(
+        sa.select(checkouts).where(checkouts.c.organization_id == scope.organization_id,
+                                   checkouts.c.status.in_(("created", "open")),
+                                   checkouts.c.id.in_(sa.select(checkout_items.c.checkout_id).where(
+                                       checkout_items.c.invoice_id.in_([row.id for row, _ in selection.items]))))
+    ).all()
+    if superseded:
+        conn.execute(checkouts.update().where(checkouts.c.id.in_([c.id for c in superseded]))
+                     .values(status="cancelled", updated_at=now))
+    checkout_id = conn.execute(checkouts.insert().values(
+        public_id="co_" + secrets.token_urlsafe(18), organization_id=scope.organization_id,
+        customer_id=scope.customer_id, link_id=scope.link_id, provider=provider, method=method,
+        currency=selection.currency, amount_minor=selection.amount_minor, status="created", idempotency_key=key,
+        created_at=now, updated_at=now).returning(checkouts.c.id)).scalar_one()
+    conn.execute(checkout_items.insert(), [{"checkout_id": checkout_id, "invoice_id": row.id, "amount_minor": amount}
+                                           for row, amount in selection.items])
+    return conn.execute(sa.select(checkouts).where(checkouts.c.id == checkout_id)).one(), superseded
+
+
+def items_of(conn: sa.Connection, checkout_id: int) -> list[sa.Row[Any]]:
+    return conn.execute(
+        sa.select(checkout_items.c.amount_minor, invoices.c.id, invoices.c.number, invoices.c.external_id,
+                  invoices.c.currency)
+        .join(invoices, invoices.c.id == checkout_items.c.invoice_id)
+        .where(checkout_items.c.checkout_id == checkout_id).order_by(invoices.c.id)).all()
+
+
+def opened_at_provider(conn: sa.Connection, checkout_id: int, provider_ref: str, url: str,
+                       expires_at: dt.datetime | None, now: dt.datetime) -> None:
+    """The provider accepted the checkout: keep its reference and where to send the debtor."""
+    conn.execute(checkouts.update().where(checkouts.c.id == checkout_id, checkouts.c.status == "created").values(
+        status="open", provider_ref=provider_ref, checkout_url=url, expires_at=expires_at, updated_at=now))
+
+
+def provider_failed(conn: sa.Connection, checkout_id: int, now: dt.datetime) -> None:
+    """The provider could not be reached or refused: the checkout ends, the next attempt starts afresh."""
+    conn.execute(checkouts.update().where(checkouts.c.id == checkout_id, checkouts.c.status == "created").values(
+        status="failed", updated_at=now))
+
+
+def for_debtor(conn: sa.Connection, scope: DebtorScope, public_id: str) -> sa.Row[Any]:
+    row = conn.execute(sa.select(checkouts).where(
+        checkouts.c.organization_id == scope.organization_id, checkouts.c.customer_id == scope.customer_id,
+        checkouts.c.public_id == public_id)).first()
+    if row is None:
+        raise NotFound("no such checkout")
+    return row
+
+
+def to_reconcile(conn: sa.Connection, older_than: dt.datetime, limit: int = 500) -> list[sa.Row[Any]]:
+    """Checkouts still waiting for a final word from their provider."""
+    return conn.execute(sa.select(checkouts).where(
+        checkouts.c.status.in_(("open", "processing")), checkouts.c.provider_ref.is_not(None),
+        checkouts.c.updated_at < older_than).order_by(checkouts.c.id).limit(limit)).all()

@@ -1,0 +1,28 @@
+"""Announcements for the billing system. Each is written in the same transaction as the change it announces,
+so there is never a change without its announcement, nor an announcement of a change that rolled back."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+
+from portal.db.payments import outbox_events
+
+EVENT_TYPES = ("invoice.paid", "invoice.partially_paid", "payment.refunded", "payment.charged_back",
+               "payment.needs_review", "remark.created")
+
+
+def announce(conn: sa.Connection, organization_id: int, event_type: str, payload: dict[str, Any],
+             now: dt.datetime, *, invoice_id: int | None = None) -> None:
+    assert event_type in EVENT_TYPES, event_type
+    conn.execute(outbox_events.insert().values(
+        organization_id=organization_id, event_type=event_type, invoice_id=invoice_id, payload=payload,
+        created_at=now))
+
+
+def events_after(conn: sa.Connection, organization_id: int, after_id: int, limit: int) -> list[sa.Row[Any]]:
+    return conn.execute(sa.select(outbox_events).where(
+        outbox_events.c.organization_id == organization_id, outbox_events.c.id > after_id)
+        .order_by(outbox_events.c.id).limit(limit)).all()

@@ -1,0 +1,250 @@
+"""Applying what a payment provider reports: the one service behind webhooks, the return page and
+reconciliation, so that all three have exactly the same effect.
+
+Guarantees, each enforced in one transaction with the checkout and its invoices locked:
+- a payment is recorded once per provider payment id (a unique constraint backs the check);
+- it is applied only if its amount, currency and checkout are ours; anything else goes to review;
+- a checkout's state only moves forward: an "expired" that arrives after "paid" changes nothing;
+- refunds and chargebacks are reported as cumulative totals, so applying the same report twice changes
+  nothing, and what they take back lowers what is paid and reopens what is due;
+- every change is on the invoices' timelines, and announced in the outbox in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from portal.db.invoices import invoices
+from portal.db.payments import allocations, checkout_items, checkouts, payments, review_items
+from portal.domain.invoices import record_timeline
+from portal.domain.outbox import announce
+from portal.money import format_minor
+
+ObservedStatus = Literal["open", "processing", "paid", "failed", "cancelled", "expired"]
+# Checkout states in the only order they may take; the three unsuccessful ends share a rank.
+RANK = {"created": 0, "open": 1, "processing": 2, "failed": 3, "cancelled": 3, "expired": 3, "paid": 4}
+
+
+@dataclass(frozen=True)
+class PaymentObservation:
+    """What a provider says about one payment, trusted: fetched with our key, or signed by the provider."""
+
+    provider: str
+    status: ObservedStatus
+    # Our checkout's public id, from the provider's copy of our metadata.
+    checkout_public_id: str | None
+    # The provider's id of the money movement (Mollie tr_, Stripe pi_); None until there is one.
+    payment_id: str | None
+    amount_minor: int
+    currency: str
+    # Cumulative totals when the report includes them (None: this report says nothing about them).
+    refunded_minor: int | None = None
+    charged_back_minor: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What applying an observation did, for logs and tests."""
+
+    checkout_status: str | None
+    recorded_payment: bool = False
+    review_reason: str | None = None
+    refunded_minor: int = 0
+    charged_back_minor: int = 0
+
+
+def apply(conn: sa.Connection, organization_id: int, observation: PaymentObservation, now: dt.datetime) -> Outcome:
+    checkout = _locked_checkout(conn, organization_id, observation)
+    if checkout is None or checkout.provider != observation.provider:
+        if observation.status == "paid" and observation.payment_id:
+            _review(conn, organization_id, observation, "unknown_checkout",
+                    "a payment names no checkout of this organization", now)
+            return Outcome(None, review_reason="unknown_checkout")
+        return Outcome(None)
+
+    status = _advance(conn, checkout, observation, now)
+    if observation.payment_id is None:
+        return Outcome(status)
+
+    payment = conn.execute(sa.select(payments).where(
+        payments.c.provider == observation.provider,
+        payments.c.provider_payment_id == observation.payment_id)).first()
+    recorded = False
+    if payment is None and observation.status == "paid":
+        mismatch = _mismatch(checkout, observation)
+        if mismatch:
+            _review(conn, organization_id, observation, mismatch[0], mismatch[1], now)
+            return Outcome(status, review_reason=mismatch[0])
+        payment = _record(conn, checkout, observation, now)
+        recorded = True
+    if payment is None:
+        return Outcome(status)
+    refunded = _adjust(conn, checkout, payment, "refund", observation.refunded_minor, now)
+    payment = conn.execute(sa.select(payments).where(payments.c.id == payment.id)).one()
+    charged_back = _adjust(conn, checkout, payment, "chargeback", observation.charged_back_minor, now)
+    return Outcome(status, recorded_payment=recorded, refunded_minor=refunded, charged_back_minor=charged_back)
+
+
+def _locked_checkout(conn: sa.Connection, organization_id: int,
+                     observation: PaymentObservation) -> sa.Row[Any] | None:
+    """Our checkout, by the id in the provider's copy of our metadata, or else by the provider's payment id
+    (Stripe's charge and dispute events name only the PaymentIntent)."""
+    if observation.checkout_public_id:
+        match = checkouts.c.public_id == observation.checkout_public_id
+    elif observation.payment_id:
+        match = checkouts.c.id.in_(sa.select(payments.c.checkout_id).where(
+            payments.c.provider == observation.provider, payments.c.provider_payment_id == observation.payment_id))
+    else:
+        return None
+    query = sa.select(checkouts).where(checkouts.c.organization_id == organization_id, match)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return conn.execute(query).first()
+
+
+def _advance(conn: sa.Connection, checkout: sa.Row[Any], observation: PaymentObservation, now: dt.datetime) -> str:
+    """Move the checkout forward to what the provider says, never back."""
+    wanted = observation.status
+    current = checkout.status
+    if RANK[wanted] <= RANK[current] or (RANK[current] == 3 and wanted != "paid"):
+        return str(current)
+    values: dict[str, Any] = {"status": wanted, "updated_at": now}
+    if observation.payment_id:
+        values["provider_payment_ref"] = observation.payment_id
+    conn.execute(checkouts.update().where(checkouts.c.id == checkout.id).values(**values))
+    return wanted
+
+
+def _mismatch(checkout: sa.Row[Any], observation: PaymentObservation) -> tuple[str, str] | None:
+    if observation.currency != checkout.currency:
+        return "currency_mismatch", f"paid in {observation.currency}, the checkout is in {checkout.currency}"
+    if observation.amount_minor != checkout.amount_minor:
+        return "amount_mismatch", (
+            f"paid {format_minor(observation.amount_minor, observation.currency)}, the checkout asked "
+            f"{format_minor(checkout.amount_minor, checkout.currency)}")
+    return None
+
+
+def _review(conn: sa.Connection, organization_id: int, observation: PaymentObservation, reason: str,
+            detail: str, now: dt.datetime) -> None:
+    """Park a payment for a person, once per (payment, reason), and tell the billing system."""
+    payment_id = observation.payment_id or observation.checkout_public_id or "unknown"
+    exists = conn.scalar(sa.select(review_items.c.id).where(
+        review_items.c.provider == observation.provider, review_items.c.provider_payment_id == payment_id,
+        review_items.c.reason == reason))
+    if exists is not None:
+        return
+    conn.execute(review_items.insert().values(
+        organization_id=organization_id, provider=observation.provider, provider_payment_id=payment_id,
+        reason=reason, detail=detail, data=observation.raw, created_at=now))
+    announce(conn, organization_id, "payment.needs_review",
+             {"provider": observation.provider, "payment_id": payment_id, "reason": reason, "detail": detail}, now)
+
+
+def _items(conn: sa.Connection, checkout_id: int) -> list[sa.Row[Any]]:
+    """The checkout's invoices, locked in id order (so two payments never deadlock each other)."""
+    query = (sa.select(checkout_items.c.amount_minor.label("item_minor"), invoices)
+             .join(invoices, invoices.c.id == checkout_items.c.invoice_id)
+             .where(checkout_items.c.checkout_id == checkout_id).order_by(invoices.c.id))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(of=invoices)
+    return conn.execute(query).all()
+
+
+def _record(conn: sa.Connection, checkout: sa.Row[Any], observation: PaymentObservation,
+            now: dt.datetime) -> sa.Row[Any]:
+    assert observation.payment_id is not None
+    payment_id = conn.execute(payments.insert().values(
+        organization_id=checkout.organization_id, checkout_id=checkout.id, provider=observation.provider,
+        provider_payment_id=observation.payment_id, currency=observation.currency,
+        amount_minor=observation.amount_minor, refunded_minor=0, charged_back_minor=0, created_at=now,
+        updated_at=now).returning(payments.c.id)).scalar_one()
+    overpaid = []
+    for item in _items(conn, checkout.id):
+        paid = item.paid_minor + item.item_minor
+        _set_paid(conn, item, paid, now)
+        conn.execute(allocations.insert().values(
+            organization_id=checkout.organization_id, payment_id=payment_id, invoice_id=item.id,
+            amount_minor=item.item_minor, kind="payment", created_at=now))
+        fully = paid >= item.total_minor
+        detail = {"provider": observation.provider, "payment_id": observation.payment_id,
+                  "amount": format_minor(item.item_minor, item.currency), "currency": item.currency}
+        record_timeline(conn, checkout.organization_id, item.id, now, "payment", detail)
+        announce(conn, checkout.organization_id, "invoice.paid" if fully else "invoice.partially_paid",
+                 {**_invoice_ref(item), **detail, "amount_paid": format_minor(paid, item.currency),
+                  "overpaid": format_minor(paid - item.total_minor, item.currency) if paid > item.total_minor
+                  else None}, now, invoice_id=item.id)
+        if paid > item.total_minor:
+            overpaid.append(item.external_id)
+    if overpaid:
+        _review(conn, checkout.organization_id, observation, "overpaid",
+                f"paid more than due on {', '.join(overpaid)}: refund the difference", now)
+    return conn.execute(sa.select(payments).where(payments.c.id == payment_id)).one()
+
+
+def _set_paid(conn: sa.Connection, invoice: sa.Row[Any], paid_minor: int, now: dt.datetime) -> None:
+    """Quittance's own record of money received. Fully paid is `paid`; less reopens an invoice we closed."""
+    status = invoice.status
+    if paid_minor >= invoice.total_minor and status == "open":
+        status = "paid"
+    elif paid_minor < invoice.total_minor and status == "paid":
+        status = "open"
+    conn.execute(invoices.update().where(invoices.c.id == invoice.id).values(
+        paid_minor=paid_minor, status=status, updated_at=now))
+
+
+def _invoice_ref(invoice: sa.Row[Any]) -> dict[str, Any]:
+    return {"invoice": invoice.external_id, "number": invoice.number}
+
+
+def _adjust(conn: sa.Connection, checkout: sa.Row[Any], payment: sa.Row[Any], kind: str, reported: int | None,
+            now: dt.datetime) -> int:
+    """Bring a refund or chargeback total to what the provider reports (down too: a reversed chargeback),
+    then move the payment's allocations to what it still holds. Returns the change in the reported total."""
+    column = "refunded_minor" if kind == "refund" else "charged_back_minor"
+    if reported is None:
+        return 0
+    reported = max(0, min(reported, payment.amount_minor))
+    delta = reported - getattr(payment, column)
+    if delta == 0:
+        return 0
+    conn.execute(payments.update().where(payments.c.id == payment.id).values(**{column: reported, "updated_at": now}))
+    refunded = reported if kind == "refund" else payment.refunded_minor
+    charged_back = reported if kind == "chargeback" else payment.charged_back_minor
+    items = _rebalance(conn, checkout, payment, max(0, payment.amount_minor - refunded - charged_back), kind, now)
+    announce(conn, checkout.organization_id, "payment.refunded" if kind == "refund" else "payment.charged_back",
+             {"provider": payment.provider, "payment_id": payment.provider_payment_id,
+              "amount": format_minor(delta, payment.currency), "total": format_minor(reported, payment.currency),
+              "currency": payment.currency, "invoices": [item.external_id for item in items]}, now)
+    return delta
+
+
+def _rebalance(conn: sa.Connection, checkout: sa.Row[Any], payment: sa.Row[Any], target: int, kind: str,
+               now: dt.datetime) -> list[sa.Row[Any]]:
+    """Make the payment's allocations sum to `target`: what is taken back comes off the invoices last-first,
+    what is given back (a won dispute) returns first-first, never beyond each invoice's share."""
+    items = _items(conn, checkout.id)
+    held = dict(conn.execute(sa.select(allocations.c.invoice_id, sa.func.sum(allocations.c.amount_minor))
+                             .where(allocations.c.payment_id == payment.id)
+                             .group_by(allocations.c.invoice_id)).all())
+    move = target - sum(int(v) for v in held.values())
+    for item in (items if move > 0 else reversed(items)):
+        if move == 0:
+            break
+        on_invoice = int(held.get(item.id, 0))
+        change = min(move, item.item_minor - on_invoice) if move > 0 else max(move, -on_invoice)
+        if change == 0:
+            continue
+        _set_paid(conn, item, item.paid_minor + change, now)
+        conn.execute(allocations.insert().values(
+            organization_id=checkout.organization_id, payment_id=payment.id, invoice_id=item.id,
+            amount_minor=change, kind=kind, created_at=now))
+        record_timeline(conn, checkout.organization_id, item.id, now, kind,
+                        {"amount": format_minor(-change, item.currency), "payment_id": payment.provider_payment_id})
+        move -= change
+    return items

@@ -1,0 +1,1 @@
+"""Payment providers behind one small interface; only this package imports the vendors' SDKs."""
