@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
+from typing import Any
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_datetime
+from babel.dates import DateTimePattern, format_date, format_datetime, get_date_format, parse_pattern
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_currency
+from babel.numbers import format_currency, get_currency_precision, get_decimal_symbol, get_group_symbol
 from babel.support import NullTranslations, Translations
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
+from jinja2.runtime import Context
+from markupsafe import Markup
 
-from portal.money import to_decimal
+from portal.money import exponent, to_decimal
 
 LANGUAGES = ("en", "fr", "nl", "de", "sv")
 LANGUAGE_NAMES = {"en": "English", "fr": "Français", "nl": "Nederlands", "de": "Deutsch", "sv": "Svenska"}
@@ -58,13 +62,49 @@ def environment(language: str) -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR), autoescape=select_autoescape(["html", "xml"]),
         extensions=["jinja2.ext.i18n"], trim_blocks=True, lstrip_blocks=True, auto_reload=False)
-    env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
+    catalog = translations(language)
+    env.install_gettext_translations(catalog, newstyle=True)  # type: ignore[attr-defined]
+    gettext = _newstyle_gettext(catalog.gettext)
+    env.globals.update(gettext=gettext, _=gettext)
     return env
+
+
+_GETTEXT_CACHE_LIMIT = 4096
+
+
+def _newstyle_gettext(translate: Any) -> Any:
+    """Jinja's newstyle gettext (jinja2.ext._make_new_gettext) with its answer kept for the commonest call: a
+    literal string with no variables in an autoescaped template, which a page makes hundreds of (the status
+    badge alone translates eight labels per row). The catalog never changes after start-up, so the escaped
+    translation is the same on every request; strings with variables are formatted every time, as Jinja does.
+    Installed as both `gettext` and `_`, which also skips Jinja's `_` -> `gettext` indirection."""
+    done: dict[str, Markup] = {}
+
+    @pass_context
+    def gettext(__context: Context, __string: str, **variables: Any) -> str:
+        if not variables and __context.eval_ctx.autoescape:
+            found = done.get(__string)
+            if found is None:
+                found = Markup(translate(__string)) % variables
+                if len(done) < _GETTEXT_CACHE_LIMIT:
+                    done[__string] = found
+            return found
+        rv = translate(__string)
+        if __context.eval_ctx.autoescape:
+            rv = Markup(rv)
+        return rv % variables  # type: ignore[no-any-return]
+
+    return gettext
 
 
 @dataclass(frozen=True)
 class Formatter:
-    """Amounts and dates as a reader of `locale` writes them: "1.234,50 €" in Belgium, "€1,234.50" in Ireland."""
+    """Amounts and dates as a reader of `locale` writes them: "1.234,50 €" in Belgium, "€1,234.50" in Ireland.
+
+    A page formats dozens of amounts and dates, and Babel's functions parse the locale and look up its patterns
+    and symbols on every call (about 40 µs an amount). What depends only on the locale and the currency or
+    style is therefore worked out once per process (see `_money_form`, `_date_pattern`); the output is the same,
+    character for character."""
 
     locale: str
 
@@ -72,18 +112,106 @@ class Formatter:
     def for_language(cls, language: str, customer_locale: str | None) -> Formatter:
         # Keep the customer's region when it fits the language shown: fr + "nl-BE" -> fr_BE.
         region = (customer_locale or "").replace("_", "-").partition("-")[2].upper()
-        if region:
-            try:
-                return cls(str(Locale.parse(f"{language}_{region}")))
-            except (UnknownLocaleError, ValueError):
-                pass
-        return cls(language)
+        return _formatter(cls, language, region)
 
     def money(self, minor: int, currency: str) -> str:
-        return str(format_currency(to_decimal(minor, currency), currency, locale=self.locale))
+        form = _money_form(self.locale, currency)
+        if form is None:
+            return str(format_currency(to_decimal(minor, currency), currency, locale=self.locale))
+        return form.format(minor)
 
     def date(self, value: dt.date | None, style: str = "medium") -> str:
-        return format_date(value, format=style, locale=self.locale) if value else ""
+        if not value:
+            return ""
+        return _format_date(self.locale, style, value.date() if isinstance(value, dt.datetime) else value)
 
     def datetime(self, value: dt.datetime | None) -> str:
         return format_datetime(value, format="medium", locale=self.locale, tzinfo=dt.UTC) if value else ""
+
+
+@lru_cache(maxsize=256)
+def _formatter(cls: type[Formatter], language: str, region: str) -> Formatter:
+    if region:
+        try:
+            return cls(str(Locale.parse(f"{language}_{region}")))
+        except (UnknownLocaleError, ValueError):
+            pass
+    return cls(language)
+
+
+@lru_cache(maxsize=256)
+def _date_pattern(locale: str, style: str) -> tuple[DateTimePattern, Locale]:
+    """What babel.dates.format_date looks up on every call, once: the parsed locale and its pattern."""
+    parsed = Locale.parse(locale)
+    return parse_pattern(get_date_format(style, locale=parsed) if style in ("full", "long", "medium", "short")
+                         else style), parsed
+
+
+@lru_cache(maxsize=16384)
+def _format_date(locale: str, style: str, value: dt.date) -> str:
+    # Invoices' dates are few (a few hundred days a year, times a handful of locales) and each is shown on many
+    # pages, so the formatted text is kept: a page shows 40 of them.
+    pattern, parsed = _date_pattern(locale, style)
+    return str(pattern.apply(value, parsed))
+
+
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+@dataclass(frozen=True)
+class _MoneyForm:
+    """Babel's standard currency pattern for one locale and currency, taken apart once: prefix and suffix
+    (positive, negative) with the currency symbol in place, the grouping, and the two separators.
+
+    `format` repeats NumberPattern.apply for the case it handles (an integer amount of minor units whose
+    exponent is the one Babel rounds the currency to, so nothing is ever rounded), step by step."""
+
+    prefix: tuple[str, str]
+    suffix: tuple[str, str]
+    min_int: int
+    grouping: tuple[int, int]
+    group: str
+    decimal: str
+    digits: int
+    code: str
+    symbol: str
+
+    def format(self, minor: int) -> str:
+        negative = int(minor < 0)
+        whole, fraction = divmod(abs(minor), 10**self.digits)
+        value = str(whole)
+        if len(value) < self.min_int:
+            value = "0" * (self.min_int - len(value)) + value
+        size, grouped = self.grouping[0], ""
+        while len(value) > size:
+            grouped = self.group + value[-size:] + grouped
+            value = value[:-size]
+            size = self.grouping[1]
+        number = value + grouped
+        if self.digits:
+            number += self.decimal + str(fraction).rjust(self.digits, "0")
+        text = self.prefix[negative] + number + self.suffix[negative]
+        if "¤" in text:
+            text = text.replace("¤¤", self.code).replace("¤", self.symbol)
+        return _QUOTED.sub(lambda m: m.group(1) or "'", text) if "'" in text else text
+
+
+@lru_cache(maxsize=1024)
+def _money_form(locale: str, currency: str) -> _MoneyForm | None:
+    """The locale's standard currency pattern taken apart, or None where the general path must run: an unknown
+    currency (which raises there, as before), scientific, significant-digit or scaled patterns, a pattern that
+    spells the currency's name (its plural depends on the amount), or a currency whose exponent Babel would
+    round to."""
+    try:
+        parsed = Locale.parse(locale)
+        pattern = parsed.currency_formats["standard"]
+        digits = exponent(currency)
+    except Exception:  # noqa: BLE001 - the general path raises what it always raised
+        return None
+    if (pattern.exp_prec or "@" in pattern.pattern or pattern.scale or pattern.number_pattern == ""
+            or "¤¤¤" in "".join(pattern.prefix + pattern.suffix) or get_currency_precision(currency) != digits):
+        return None
+    return _MoneyForm(
+        prefix=pattern.prefix, suffix=pattern.suffix, min_int=pattern.int_prec[0], grouping=pattern.grouping,
+        group=get_group_symbol(parsed), decimal=get_decimal_symbol(parsed), digits=digits,
+        code=currency.upper(), symbol=parsed.currency_symbols.get(currency, currency))
