@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -51,36 +52,72 @@ class HistoryPage:
     summary: Summary
 
 
-_OUTSTANDING = sa.case(
-    (invoices.c.status != "open", 0),
-    else_=sa.func.max(0, sa.func.min(invoices.c.amount_due_minor, invoices.c.total_minor - invoices.c.paid_minor)),
-)
-
-
 def _outstanding_expression(dialect: str) -> Any:
     # SQLite spells scalar min/max as min()/max() with two arguments; PostgreSQL as least()/greatest().
-    if dialect == "postgresql":
-        return sa.case((invoices.c.status != "open", 0), else_=sa.func.greatest(
-            0, sa.func.least(invoices.c.amount_due_minor, invoices.c.total_minor - invoices.c.paid_minor)))
-    return _OUTSTANDING
+    smallest, largest = (sa.func.least, sa.func.greatest) if dialect == "postgresql" else (sa.func.min, sa.func.max)
+    return sa.case((invoices.c.status != "open", 0), else_=largest(
+        0, smallest(invoices.c.amount_due_minor, invoices.c.total_minor - invoices.c.paid_minor)))
 
 
-def summary(conn: sa.Connection, scope: DebtorScope, today: dt.date) -> Summary:
-    outstanding = _outstanding_expression(conn.dialect.name)
-    overdue = sa.and_(invoices.c.status == "open", invoices.c.due_date < today)
+# The statements of a history page are built once per dialect and shape, with bound parameters for every value
+# a request supplies: building and cache-keying a Core statement costs more CPU than SQLite takes to run it.
+
+def _scoped(query: sa.Select[Any], scoped: bool) -> sa.Select[Any]:
+    """DebtorScope.restrict, with parameters instead of values (keep the two in step)."""
+    query = query.where(invoices.c.organization_id == sa.bindparam("organization_id"),
+                        invoices.c.customer_id == sa.bindparam("customer_id"), invoices.c.status != "draft")
+    if scoped:
+        query = query.where(invoices.c.id.in_(sa.bindparam("invoice_ids", expanding=True)))
+    return query
+
+
+def _scope_parameters(scope: DebtorScope) -> dict[str, Any]:
+    parameters: dict[str, Any] = {"organization_id": scope.organization_id, "customer_id": scope.customer_id}
+    if scope.invoice_ids is not None:
+        parameters["invoice_ids"] = sorted(scope.invoice_ids)
+    return parameters
+
+
+@lru_cache(maxsize=8)
+def _summary_statement(dialect: str, scoped: bool) -> sa.Select[Any]:
+    outstanding = _outstanding_expression(dialect)
+    overdue = sa.and_(invoices.c.status == "open", invoices.c.due_date < sa.bindparam("today", type_=sa.Date()))
     year = sa.extract("year", invoices.c.issue_date)
-    query = scope.restrict(sa.select(
+    return _scoped(sa.select(
         invoices.c.currency, year.label("year"),
         sa.func.sum(outstanding).label("outstanding"),
         sa.func.sum(sa.case((overdue, outstanding), else_=0)).label("overdue"),
         sa.func.sum(sa.case((invoices.c.status == "open", 1), else_=0)).label("open_count"),
         sa.func.sum(sa.case((overdue, 1), else_=0)).label("overdue_count"),
-    )).group_by(invoices.c.currency, year)
+    ), scoped).group_by(invoices.c.currency, year)
+
+
+@lru_cache(maxsize=32)
+def _page_statement(scoped: bool, by_status: bool, by_year: bool) -> sa.Select[Any]:
+    query = _scoped(sa.select(
+        invoices.c.id, invoices.c.number, invoices.c.external_id, invoices.c.kind, invoices.c.status,
+        invoices.c.issue_date, invoices.c.due_date, invoices.c.currency, invoices.c.total_minor,
+        invoices.c.amount_due_minor, invoices.c.paid_minor, invoices.c.document_sha256,
+        sa.func.count().over().label("matching")), scoped)
+    if by_status:
+        query = query.where(invoices.c.status == sa.bindparam("status"))
+    if by_year:
+        query = query.where(invoices.c.issue_date >= sa.bindparam("year_start", type_=sa.Date()),
+                            invoices.c.issue_date < sa.bindparam("year_end", type_=sa.Date()))
+    is_open = sa.case((invoices.c.status == "open", 0), else_=1)
+    return query.order_by(
+        is_open, sa.case((invoices.c.status == "open", invoices.c.due_date), else_=None).asc().nulls_last(),
+        invoices.c.issue_date.desc(), invoices.c.id.desc(),
+    ).limit(PAGE_SIZE).offset(sa.bindparam("offset", type_=sa.Integer()))
+
+
+def summary(conn: sa.Connection, scope: DebtorScope, today: dt.date) -> Summary:
+    query = _summary_statement(conn.dialect.name, scope.invoice_ids is not None)
     result = Summary()
     outstanding_by: dict[str, int] = defaultdict(int)
     overdue_by: dict[str, int] = defaultdict(int)
     years = set()
-    for row in conn.execute(query):
+    for row in conn.execute(query, {**_scope_parameters(scope), "today": today}):
         outstanding_by[row.currency] += int(row.outstanding or 0)
         overdue_by[row.currency] += int(row.overdue or 0)
         result.open_count += int(row.open_count or 0)
@@ -97,20 +134,15 @@ def history(conn: sa.Connection, scope: DebtorScope, today: dt.date, *, status: 
             year: int | None = None, page: int = 1) -> HistoryPage:
     """Open invoices first (the oldest due first), then the rest, newest first."""
     totals = summary(conn, scope, today)
-    query = scope.restrict(sa.select(
-        invoices.c.id, invoices.c.number, invoices.c.external_id, invoices.c.kind, invoices.c.status,
-        invoices.c.issue_date, invoices.c.due_date, invoices.c.currency, invoices.c.total_minor,
-        invoices.c.amount_due_minor, invoices.c.paid_minor, invoices.c.document_sha256,
-        sa.func.count().over().label("matching")))
-    if status in STATUS_FILTERS:
-        query = query.where(invoices.c.status == status)
-    if year is not None:
-        query = query.where(invoices.c.issue_date >= dt.date(year, 1, 1), invoices.c.issue_date < dt.date(year + 1, 1, 1))
-    is_open = sa.case((invoices.c.status == "open", 0), else_=1)
-    query = query.order_by(is_open, sa.case((invoices.c.status == "open", invoices.c.due_date), else_=None).asc().nulls_last(),
-                           invoices.c.issue_date.desc(), invoices.c.id.desc())
+    by_status = status in STATUS_FILTERS
     page = max(1, page)
-    rows = conn.execute(query.limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()
+    parameters = {**_scope_parameters(scope), "offset": (page - 1) * PAGE_SIZE}
+    if by_status:
+        parameters["status"] = status
+    if year is not None:
+        parameters["year_start"], parameters["year_end"] = dt.date(year, 1, 1), dt.date(year + 1, 1, 1)
+    query = _page_statement(scope.invoice_ids is not None, by_status, year is not None)
+    rows = conn.execute(query, parameters).all()
     matching = rows[0].matching if rows else 0
     return HistoryPage(items=rows, total=matching, page=page, pages=max(1, -(-matching // PAGE_SIZE)),
                        summary=totals)
