@@ -11,7 +11,7 @@ import click
 from portal.clock import SystemClock
 from portal.db import Database
 from portal.db.migrate import upgrade
-from portal.demo import load_demo, rotate_demo_key, sample_pdf
+from portal.demo import issue_demo_links, load_demo, rotate_demo_key, sample_pdf
 from portal.domain import organizations as orgs
 from portal.domain.links import issue_url, revoke_links
 from portal.errors import QuittanceError
@@ -132,6 +132,15 @@ def demo_load() -> None:
 def demo_key() -> None:
     """Print a new API key for the demo organization, revoking the one this command printed last time."""
     click.echo(_run(rotate_demo_key, SystemClock().now()))
+
+
+@demo.command("links")
+def demo_links() -> None:
+    """Print a fresh debtor portal link for each demo customer, one per language."""
+    settings = _settings()
+    tokens = TokenService(settings.signing_keys, SystemClock())
+    for customer, url in _run(issue_demo_links, tokens, settings, SystemClock().now()):
+        click.echo(f"{customer.locale:<6} {customer.name:<24} {url}")
 
 
 @demo.command("pdf")

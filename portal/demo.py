@@ -2,10 +2,11 @@
 (open, overdue, paid, draft, credit note, all in EUR), and a PDF for each invoice a debtor could download.
 
 Everything goes through the domain services the machine API uses (`upsert_customer`, `upsert_invoices`,
-`lifecycle.activate`), so the demo shows what a billing system's pushes produce. Loading is idempotent:
+`lifecycle.activate`, `attach_documents`), so the demo shows what a billing system's pushes produce. Loading is idempotent:
 loading again the same day finds every customer and invoice unchanged and every PDF already stored. Dates
 count from today so that an overdue invoice stays overdue; on a later day a load moves them along, the way a
-billing system's resend would ("updated").
+billing system's resend would ("updated"). `rotate_demo_key` and `issue_demo_links` make the credentials
+scripts/demo prints: an API key for the billing system's side, a debtor link per customer for the other.
 """
 
 from __future__ import annotations
@@ -19,17 +20,21 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from portal.db.invoices import invoices
-from portal.domain import lifecycle
+from portal.domain import lifecycle, links
 from portal.domain import organizations as orgs
 from portal.domain.customers import CustomerInput, get_customer, upsert_customer
+from portal.domain.documents import attach_documents
 from portal.domain.invoices import InvoiceInput, get_invoice, upsert_invoices
 from portal.errors import NotFound
 from portal.money import format_minor, parse_minor
-from portal.storage import DocumentStore
+from portal.settings import Settings
+from portal.storage import DocumentStore, StoredFile
+from portal.tokens import TokenService
 
 DEMO_SLUG = "demo"
 DEMO_NAME = "Comptoir Brabançon SRL"
+DEMO_BRANDING = {"color": "#1f6f5c", "contact_email": "facturation@comptoir-brabancon.example",
+                 "contact_phone": "+32 2 555 01 23"}
 # scripts/demo revokes only keys of this name, so keys a person made for the demo organization survive.
 DEMO_KEY_NAME = "scripts/demo"
 CURRENCY = "EUR"
@@ -165,10 +170,13 @@ class LoadSummary:
 
 
 def demo_organization(conn: sa.Connection, now: dt.datetime) -> orgs.Organization:
+    """The demo organization, created the first time, with the colour and contact its debtors' pages show."""
     try:
-        return orgs.get_organization(conn, DEMO_SLUG)
+        org = orgs.get_organization(conn, DEMO_SLUG)
     except NotFound:
-        return orgs.create_organization(conn, DEMO_SLUG, DEMO_NAME, now)
+        org = orgs.create_organization(conn, DEMO_SLUG, DEMO_NAME, now)
+    orgs.set_branding(conn, org, **DEMO_BRANDING)
+    return org
 
 
 def load_demo(conn: sa.Connection, documents: DocumentStore, now: dt.datetime) -> LoadSummary:
@@ -201,26 +209,30 @@ def load_demo(conn: sa.Connection, documents: DocumentStore, now: dt.datetime) -
             lifecycle.activate(conn, org.id, demo.external_id, now)
             summary.invoices["created"] += 1
 
-    for demo in INVOICES:
-        if demo.with_document:
-            summary.documents[_attach_pdf(conn, org, documents, demo.external_id, now)] += 1
+    files = [(demo.external_id, _store_pdf(conn, org, documents, demo.external_id))
+             for demo in INVOICES if demo.with_document]
+    for outcome in attach_documents(conn, org.id, files, now, source="upload"):
+        summary.documents[outcome.result] += 1
     return summary
 
 
-def _attach_pdf(conn: sa.Connection, org: orgs.Organization, documents: DocumentStore, external_id: str,
-                now: dt.datetime) -> str:
+def _store_pdf(conn: sa.Connection, org: orgs.Organization, documents: DocumentStore,
+               external_id: str) -> StoredFile:
+    """Render the invoice as it is stored now (number and dates included) and put the PDF in the store."""
     row = get_invoice(conn, org.id, external_id)
     customer = get_customer(conn, org.id, row.customer_external_id)
-    pdf = invoice_pdf(row, customer, seller=org.name)
     handle, path = documents.temporary_file()
     with handle:
-        handle.write(pdf)
-    stored = documents.store_file(path)
-    if row.document_sha256 == stored.sha256:
-        return "unchanged"
-    conn.execute(invoices.update().where(invoices.c.organization_id == org.id, invoices.c.id == row.id).values(
-        document_sha256=stored.sha256, document_size=stored.size, document_updated_at=now))
-    return "stored"
+        handle.write(invoice_pdf(row, customer, seller=org.name))
+    return documents.store_file(path)
+
+
+def issue_demo_links(conn: sa.Connection, tokens: TokenService, settings: Settings,
+                     now: dt.datetime) -> list[tuple[CustomerInput, str]]:
+    """A new debtor link for each demo customer: the link each would find in a reminder email."""
+    org = orgs.get_organization(conn, DEMO_SLUG)
+    return [(customer, links.issue_url(conn, tokens, settings, org.id, customer.external_id, now)[0])
+            for customer in CUSTOMERS]
 
 
 def rotate_demo_key(conn: sa.Connection, now: dt.datetime) -> str:

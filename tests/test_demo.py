@@ -1,4 +1,5 @@
-"""The demo data that scripts/demo loads: idempotent, complete, with real PDFs, and a printed key that works."""
+"""The demo data that scripts/demo loads: idempotent, complete, with real PDFs, and printed credentials (the
+API key, the debtor links) that work."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
+from portal.app import create_app
 from portal.cli import main
 from portal.clock import FrozenClock, as_utc
 from portal.db import Database
@@ -20,6 +22,7 @@ from portal.db.organizations import number_sequences, organizations
 from portal.demo import CUSTOMERS, INVOICES, load_demo, sample_pdf
 from portal.domain import lifecycle
 from portal.domain import organizations as orgs
+from portal.pdf import screen_pdf
 from portal.settings import Settings
 from portal.storage import DocumentStore
 
@@ -55,6 +58,7 @@ def test_loading_twice_changes_nothing(database: Database, settings: Settings, c
     first = database.run(load_demo, store, clock.now())
     assert first.customers == {"created": len(CUSTOMERS)}
     assert first.invoices == {"created": len(INVOICES)}
+    assert first.documents == {"created": sum(1 for demo in INVOICES if demo.with_document)}
     before = database.run(snapshot, write=False)
 
     # Later the same day: any write would show in an updated_at, a revision or a timeline row.
@@ -63,7 +67,7 @@ def test_loading_twice_changes_nothing(database: Database, settings: Settings, c
 
     assert second.customers == {"unchanged": len(CUSTOMERS)}
     assert second.invoices == {"unchanged": len(INVOICES)}
-    assert second.documents == {"unchanged": first.documents["stored"]}
+    assert second.documents == {"unchanged": first.documents["created"]}
     assert second.kept == []
     assert database.run(snapshot, write=False) == before
 
@@ -98,12 +102,14 @@ def test_every_attached_document_is_a_stored_pdf(database: Database, settings: S
         assert len(data) == row.document_size
         assert row.document_updated_at is not None
         assert_valid_pdf(data)
+        screen_pdf(store.path_of(row.document_sha256))  # what the API demands of an uploaded PDF
         assert f"{row.number})".encode() in data, "the invoice number is printed on its document"
     assert_valid_pdf(sample_pdf("WALK-1"))
 
 
-def test_the_printed_key_works_and_replaces_the_previous_one(database: Database, settings: Settings,
-                                                             app: Any) -> None:
+def test_the_printed_key_and_links_work(database: Database, settings: Settings) -> None:
+    # The commands stamp keys and links with the real time, so the app here runs on the real clock too.
+    app = create_app(settings, database=database)
     runner = CliRunner()
     env = {"PORTAL_DATABASE_URL": database.engine.url.render_as_string(hide_password=False),
            "PORTAL_STORAGE_DIR": str(settings.storage_dir)}
@@ -122,8 +128,19 @@ def test_the_printed_key_works_and_replaces_the_previous_one(database: Database,
     listing = client.get("/api/v1/invoices", headers={"Authorization": f"Bearer {key}"})
     assert listing.status_code == 200, listing.text
     assert sorted(item["external_id"] for item in listing.json()["items"]) == sorted(d.external_id for d in INVOICES)
+    document = client.get("/api/v1/invoices/DEMO-101/document", headers={"Authorization": f"Bearer {key}"})
+    assert document.status_code == 200 and document.content.startswith(b"%PDF-")
     revoked = client.get("/api/v1/invoices", headers={"Authorization": f"Bearer {first_key}"})
     assert revoked.status_code == 401
+
+    printed = portal("demo", "links").splitlines()
+    assert len(printed) == len(CUSTOMERS)
+    for line, customer in zip(printed, CUSTOMERS, strict=True):
+        # Each debtor link opens the portal on that customer's invoices.
+        debtor = TestClient(app)
+        page = debtor.get("/l/" + line.rsplit("/l/", 1)[1])
+        assert page.status_code == 200 and page.url.path == "/portal", page.text
+        assert customer.name in page.text
 
 
 def test_a_later_load_moves_the_dates_along(database: Database, settings: Settings, clock: FrozenClock) -> None:
@@ -134,7 +151,7 @@ def test_a_later_load_moves_the_dates_along(database: Database, settings: Settin
 
     # Dated invoices follow today, PDFs included; the undated draft and the invoice Quittance activated stay.
     assert later.invoices == {"updated": len(INVOICES) - 2, "unchanged": 2}
-    assert later.documents == {"stored": 7, "unchanged": 1}
+    assert later.documents == {"updated": 7, "unchanged": 1}
     assert later.kept == []
     due = database.run(lambda conn: conn.execute(
         sa.select(invoices.c.due_date).where(invoices.c.external_id == "DEMO-102")).scalar_one(), write=False)
