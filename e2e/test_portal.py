@@ -23,16 +23,6 @@ HISTORY_ORDER = ["2026-0101", "2026-0102", "2026-0104", "2026-0103", "CN-0001", 
                  "2025-0090"]
 NEVER_SHOWN = ["2026-0099", "2026-0201", "2026-0202", "2026-0301", "Globex", "9,999.00"]
 
-# Every debtor page sends `Referrer-Policy: no-referrer` (and <meta name="referrer">), so Chromium (like any
-# browser following the Fetch standard) sends `Origin: null` with the page's form POSTs. check_csrf in
-# portal/web/portal/session.py refuses any Origin that is not ours, "null" included, so in a real browser
-# every form (remark, language, sign out) answers 403 "This form has expired". Remove this marker once
-# check_csrf accepts "null" (the CSRF token still decides) or the policy lets the origin through.
-ORIGIN_NULL = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="forms refused with 403: Referrer-Policy no-referrer makes the browser send Origin: null")
-
-
 def numbers_listed(page: Page) -> list[str]:
     return [text.split()[-1] for text in page.locator("table.invoices tbody th").all_inner_texts()]
 
@@ -150,7 +140,6 @@ def test_selected_pdfs_download_as_one_zip(context: BrowserContext, portal: Port
         assert archive.read(f"{number}.pdf") == portal.pdfs[number]
 
 
-@ORIGIN_NULL
 def test_remark_is_sent_and_shown_in_the_thread(context: BrowserContext, portal: PortalServer,
                                                 request: pytest.FixtureRequest) -> None:
     text = f"Two crates arrived damaged; can you credit them? ({request.node.callspec.id})"
@@ -177,7 +166,6 @@ def test_remark_is_sent_and_shown_in_the_thread(context: BrowserContext, portal:
     screenshot(page, f"invoice-after-remark-{request.node.callspec.id}")
 
 
-@ORIGIN_NULL
 def test_language_form_switches_the_pages(context: BrowserContext, portal: PortalServer,
                                           request: pytest.FixtureRequest) -> None:
     page = open_portal(context, portal)
@@ -266,7 +254,6 @@ def test_revoked_link_ends_the_open_session(new_context: NewContext, portal: Por
     assert "quittance_session" not in {cookie["name"] for cookie in context.cookies()}
 
 
-@ORIGIN_NULL
 def test_sign_out_ends_the_session(new_context: NewContext, portal: PortalServer) -> None:
     context = new_context(java_script_enabled=False)
     page = open_portal(context, portal)
@@ -355,8 +342,6 @@ PAGES: dict[str, tuple[Callable[[Page, PortalServer], None], dict[str, Any]]] = 
     "not-found": (_not_found, {}),
     "form-expired": (_form_expired, {}),
 }
-# Pages reached through a form POST, which real browsers cannot submit yet (see ORIGIN_NULL).
-THROUGH_A_FORM = {"invoice-remark-error", "signed-out"}
 AXE_RUN = """async () => {
   const result = await axe.run(document, {resultTypes: ["violations"]});
   return result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help, helpUrl: v.helpUrl,
@@ -365,8 +350,7 @@ AXE_RUN = """async () => {
 BLOCKING = {"serious", "critical"}
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=ORIGIN_NULL) if name in THROUGH_A_FORM else name
-                                  for name in PAGES])
+@pytest.mark.parametrize("name", list(PAGES))
 def test_page_is_accessible(name: str, new_context: NewContext, portal: PortalServer) -> None:
     """axe-core on every debtor page; serious or critical violations fail. Our CSP forbids injected scripts,
     so these contexts bypass it (the other tests keep it and fail on any CSP report)."""
