@@ -189,10 +189,10 @@ def upsert_invoices(
         existing = existing_by_id.get(item.external_id)
         if existing is None:
             values = _row_values(item, customer_id, digest, now)
-            inserts.append({**values, "organization_id": organization_id, "revision": 1, "created_at": now,
-                            "paid_minor": 0,
-                            "activated_at": now if item.status != "draft" else None,
-                            "cancelled_at": now if item.status == "cancelled" else None})
+            values.update(organization_id=organization_id, revision=1, created_at=now, paid_minor=0,
+                          activated_at=now if item.status != "draft" else None,
+                          cancelled_at=now if item.status == "cancelled" else None)
+            inserts.append(values)
             insert_indexes.append(index)
             continue
         # Paid protection comes first: even a resend identical to an earlier body must not reopen an
@@ -242,7 +242,9 @@ def upsert_invoices(
 
 def _row_values(item: InvoiceInput, customer_id: int, digest: str, now: dt.datetime) -> dict[str, Any]:
     # Built only for rows that will be written: an unchanged resend, the usual one, needs none of it.
-    return {**item.storage_values(), "customer_id": customer_id, "content_hash": digest, "updated_at": now}
+    values = item.storage_values()
+    values.update(customer_id=customer_id, content_hash=digest, updated_at=now)
+    return values
 
 
 def _insert_invoices(conn: sa.Connection, organization_id: int, rows: list[dict[str, Any]]) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -183,10 +184,9 @@ def register(api: Api) -> None:
             else:
                 results[index] = {"external_id": outcome.external_id, "result": outcome.result,
                                   "revision": outcome.revision}
-        counts = {key: sum(1 for r in results if r and r["result"] == key)
-                  for key in ("created", "updated", "unchanged")}
-        return json_response({**counts, "failed": sum(1 for r in results if r and r["result"] == "error"),
-                              "results": results})
+        tally = Counter(r["result"] for r in results if r)
+        return json_response({"created": tally["created"], "updated": tally["updated"],
+                              "unchanged": tally["unchanged"], "failed": tally["error"], "results": results})
 
     @api.operation("GET", "/conflicts", operation_id="listConflicts", tags=("invoices",),
                    summary="Resends that were refused because they would undo a recorded payment",
