@@ -17,14 +17,16 @@ from portal.db import Database
 from portal.services import Services
 from portal.settings import Settings
 from portal.storage import DocumentStore
+from portal.providers.registry import ProviderRegistry
 from portal.tokens import TokenService
-from portal.web.api import customers, documents, invoices, lifecycle, links, remarks
+from portal.web.api import customers, documents, events, invoices, lifecycle, links, remarks
 from portal.web.api.context import authenticate_request, json_response
 from portal.web.api.operations import Api
-from portal.web import brand
+from portal.web import brand, webhooks
 from portal.web.errors import handlers
-from portal.web.headers import SecurityHeaders
+from portal.web.headers import SecurityHeaders, provider_origins
 from portal.web.portal import pages as portal_pages
+from portal.web.portal import pay
 from portal.web.portal.i18n import TEMPLATES_DIR
 
 VERSION = "0.1.0"
@@ -32,7 +34,7 @@ VERSION = "0.1.0"
 
 def build_api() -> Api:
     api = Api()
-    for module in (customers, invoices, lifecycle, documents, links, remarks):
+    for module in (customers, invoices, lifecycle, documents, links, remarks, events):
         module.register(api)
     return api
 
@@ -45,6 +47,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, database: Data
         clock=clock,
         documents=DocumentStore(settings.storage_dir),
         tokens=TokenService(settings.signing_keys, clock),
+        providers=ProviderRegistry(settings),
     )
     api = build_api()
     openapi_document = api.openapi(title="Quittance machine API", version=VERSION,
@@ -63,11 +66,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None, database: Data
         routes=[
             Mount("/api/v1", routes=[Route("/openapi.json", openapi), *api.routes(authenticate_request)]),
             *portal_pages.routes,
+            *pay.routes,
+            *webhooks.routes,
             *brand.routes,
             Mount("/static", StaticFiles(directory=TEMPLATES_DIR.parent / "static"), name="static"),
         ],
         exception_handlers=handlers(),
-        middleware=[Middleware(SecurityHeaders, https=settings.is_https)],
+        middleware=[Middleware(SecurityHeaders, https=settings.is_https,
+                               form_targets=provider_origins(settings))],
         lifespan=lifespan,
     )
     app.state.services = services

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from portal.clock import Clock
 from portal.db import Database
+from portal.providers.registry import ProviderRegistry
 from portal.settings import Settings
 from portal.storage import DocumentStore
 from portal.tokens import TokenService
@@ -19,6 +20,7 @@ class Services:
     clock: Clock
     documents: DocumentStore
     tokens: TokenService
+    providers: ProviderRegistry
 
     def now(self) -> dt.datetime:
         return self.clock.now()

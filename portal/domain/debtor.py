@@ -25,9 +25,9 @@ STATUS_FILTERS = ("open", "paid", "cancelled")
 
 
 def outstanding_minor(row: Any) -> int:
-    """What is still to pay: what the billing system says is due, less what was paid here and not yet
-    reflected upstream, never below zero."""
-    if row.status != "open":
+    """What is still to pay on an open invoice: what the billing system says is due, less what was paid here
+    and not yet reflected upstream, never below zero. A credit note is never "to pay"."""
+    if row.status != "open" or row.kind != "invoice":
         return 0
     return max(0, min(row.amount_due_minor, row.total_minor - row.paid_minor))
 
@@ -54,8 +54,10 @@ class HistoryPage:
 
 def _outstanding_expression(dialect: str) -> Any:
     # SQLite spells scalar min/max as min()/max() with two arguments; PostgreSQL as least()/greatest().
+    # The same rule as outstanding_minor (keep the two in step).
     smallest, largest = (sa.func.least, sa.func.greatest) if dialect == "postgresql" else (sa.func.min, sa.func.max)
-    return sa.case((invoices.c.status != "open", 0), else_=largest(
+    payable = sa.and_(invoices.c.status == "open", invoices.c.kind == "invoice")
+    return sa.case((sa.not_(payable), 0), else_=largest(
         0, smallest(invoices.c.amount_due_minor, invoices.c.total_minor - invoices.c.paid_minor)))
 
 
@@ -81,13 +83,14 @@ def _scope_parameters(scope: DebtorScope) -> dict[str, Any]:
 @lru_cache(maxsize=8)
 def _summary_statement(dialect: str, scoped: bool) -> sa.Select[Any]:
     outstanding = _outstanding_expression(dialect)
-    overdue = sa.and_(invoices.c.status == "open", invoices.c.due_date < sa.bindparam("today", type_=sa.Date()))
+    owing = outstanding > 0
+    overdue = sa.and_(owing, invoices.c.due_date < sa.bindparam("today", type_=sa.Date()))
     year = sa.extract("year", invoices.c.issue_date)
     return _scoped(sa.select(
         invoices.c.currency, year.label("year"),
         sa.func.sum(outstanding).label("outstanding"),
         sa.func.sum(sa.case((overdue, outstanding), else_=0)).label("overdue"),
-        sa.func.sum(sa.case((invoices.c.status == "open", 1), else_=0)).label("open_count"),
+        sa.func.sum(sa.case((owing, 1), else_=0)).label("open_count"),
         sa.func.sum(sa.case((overdue, 1), else_=0)).label("overdue_count"),
     ), scoped).group_by(invoices.c.currency, year)
 

@@ -174,7 +174,7 @@ def _record(conn: sa.Connection, checkout: sa.Row[Any], observation: PaymentObse
         fully = paid >= item.total_minor
         detail = {"provider": observation.provider, "payment_id": observation.payment_id,
                   "amount": format_minor(item.item_minor, item.currency), "currency": item.currency}
-        record_timeline(conn, checkout.organization_id, item.id, now, "payment", detail)
+        record_timeline(conn, checkout.organization_id, item.id, now, "payment", {**detail, "minor": item.item_minor})
         announce(conn, checkout.organization_id, "invoice.paid" if fully else "invoice.partially_paid",
                  {**_invoice_ref(item), **detail, "amount_paid": format_minor(paid, item.currency),
                   "overpaid": format_minor(paid - item.total_minor, item.currency) if paid > item.total_minor
@@ -244,7 +244,8 @@ def _rebalance(conn: sa.Connection, checkout: sa.Row[Any], payment: sa.Row[Any],
         conn.execute(allocations.insert().values(
             organization_id=checkout.organization_id, payment_id=payment.id, invoice_id=item.id,
             amount_minor=change, kind=kind, created_at=now))
-        record_timeline(conn, checkout.organization_id, item.id, now, kind,
-                        {"amount": format_minor(-change, item.currency), "payment_id": payment.provider_payment_id})
+        record_timeline(conn, checkout.organization_id, item.id, now, kind if change < 0 else f"{kind}_reversed",
+                        {"amount": format_minor(abs(change), item.currency), "minor": abs(change),
+                         "payment_id": payment.provider_payment_id})
         move -= change
     return items

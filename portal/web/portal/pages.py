@@ -10,10 +10,11 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
 from starlette.background import BackgroundTask
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -33,9 +34,12 @@ from portal.web.portal.view import invoice_view, row_view, summary_view, timelin
 
 T = TypeVar("T")
 FORM_LIMIT = 16 * 1024
+# Enough for a checkout of 100 invoices plus the other fields.
+FORM_FIELDS = 120
 ZIP_LIMIT = 100
 # Debtor-visible timeline entries; the rest (pushes, revisions) is bookkeeping for staff.
-DEBTOR_TIMELINE = {"activated", "created", "due_date_extended", "cancelled", "document_attached", "remark"}
+DEBTOR_TIMELINE = {"activated", "created", "due_date_extended", "cancelled", "document_attached", "remark", "payment",
+                   "refund", "chargeback", "chargeback_reversed"}
 
 
 def services_of(request: Request) -> Services:
@@ -86,8 +90,9 @@ class DebtorRequest:
         return self.services.now().date()
 
 
-async def debtor_request(request: Request, work: Callable[[sa.Connection, DebtorScope], T]) -> tuple[DebtorRequest, T]:
-    """Check the session and the link behind it, and run `work` in the same read transaction."""
+async def debtor_request(request: Request, work: Callable[[sa.Connection, DebtorScope], T], *,
+                         write: bool = False) -> tuple[DebtorRequest, T]:
+    """Check the session and the link behind it, and run `work` in the same transaction."""
     services = services_of(request)
     session = sessions.read_session(request, services.tokens, services.settings)
     now = services.now()
@@ -99,7 +104,7 @@ async def debtor_request(request: Request, work: Callable[[sa.Connection, Debtor
             raise sessions.NoSession(session.link_id) from exc
         return scope, work(conn, scope)
 
-    scope, result = await services.db.read(read)
+    scope, result = await (services.db.write(read) if write else services.db.read(read))
     return DebtorRequest(request, session, scope), result
 
 
@@ -164,6 +169,7 @@ async def history(request: Request) -> Response:
         "summary": summary_view(result.summary), "rows": [row_view(row, today) for row in result.items],
         "page": result.page, "pages": result.pages, "total": result.total, "status": status, "year": year,
         "years": result.summary.years,
+        "notice": "nodocuments" if request.query_params.get("nodocuments") == "1" else None,
     })
 
 
@@ -183,7 +189,7 @@ async def _invoice_context(request: Request) -> tuple[DebtorRequest, dict[str, A
         return row, events, remarks.thread(conn, scope.organization_id, row.id)
 
     debtor_req, (row, events, thread) = await debtor_request(request, read)
-    return debtor_req, {"invoice": invoice_view(row, debtor_req.today), "timeline": timeline_view(events),
+    return debtor_req, {"invoice": invoice_view(row, debtor_req.today), "timeline": timeline_view(events, row),
                         "remarks": thread, "sent": request.query_params.get("sent") == "1", "errors": {},
                         "form": {}}
 
@@ -241,16 +247,16 @@ def _unique(names: set[str], wanted: str) -> str:
     return candidate
 
 
-async def read_form(request: Request) -> dict[str, str]:
+async def read_form(request: Request) -> FormData:
+    """A small urlencoded form, read with a bound (the body and the number of fields)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise HttpProblem(415, "unsupported-media-type", "Unsupported media type", "Send a form.")
     body = await read_bounded(request, FORM_LIMIT)
     try:
-        fields = parse_qs(body.decode(), max_num_fields=20, strict_parsing=False)
+        return FormData(parse_qsl(body.decode(), max_num_fields=FORM_FIELDS))
     except (UnicodeDecodeError, ValueError) as exc:
         raise HttpProblem(400, "malformed", "Malformed request", "Bad form.") from exc
-    return {key: values[0] for key, values in fields.items()}
 
 
 async def post_remark(request: Request) -> Response:
@@ -286,7 +292,7 @@ async def post_remark(request: Request) -> Response:
     return RedirectResponse(f"/portal/invoices/{invoice_id}?sent=1#remarks", status_code=303)
 
 
-async def _remark_form_again(request: Request, form: dict[str, str], exc: QuittanceError) -> Response:
+async def _remark_form_again(request: Request, form: FormData, exc: QuittanceError) -> Response:
     """The invoice page again, with the debtor's text kept and the problem said next to the field."""
     debtor_req, context = await _invoice_context(request)
     rate_limited = isinstance(exc, remarks.TooManyRemarks)

@@ -77,14 +77,18 @@ def summary_view(summary: Summary) -> dict[str, Any]:
     }
 
 
-def timeline_view(events: list[Any]) -> list[dict[str, Any]]:
-    """Newest first, with only what a debtor can act on."""
+def timeline_view(events: list[Any], invoice: Any) -> list[dict[str, Any]]:
+    """Newest first, with only what a debtor can act on. "Issued" carries the invoice's own date, not the
+    day the billing system happened to push it."""
     shown = []
     for event in reversed(events):
-        detail = event.detail or {}
+        detail = dict(event.detail or {})
         if event.kind == "created" and detail.get("status") == "draft":
             continue  # the debtor never saw the draft; its activation is when it was issued
         at = event.occurred_at if event.occurred_at.tzinfo else event.occurred_at.replace(tzinfo=dt.UTC)
-        shown.append({"at": at, "kind": "issued" if event.kind in ("created", "activated") else event.kind,
-                      "detail": detail})
+        kind = "issued" if event.kind in ("created", "activated") else event.kind
+        day = invoice.issue_date if kind == "issued" and invoice.issue_date else at.date()
+        if kind == "due_date_extended" and detail.get("to"):
+            detail["to"] = dt.date.fromisoformat(detail["to"])
+        shown.append({"at": at, "day": day, "kind": kind, "detail": detail})
     return shown

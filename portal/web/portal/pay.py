@@ -1,0 +1,183 @@
+"""Paying from the portal: choose invoices and a method, confirm, go to the provider, come back.
+
+The checkout is recorded before the provider is called, so a double click finds the same checkout and the
+provider's idempotency key makes the same payment page. The return page reads our own state and, while the
+checkout is still open, asks the provider: the webhook may arrive before or after the debtor does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from portal.domain import checkouts, payments
+from portal.domain.checkouts import OPEN_STATES
+from portal.domain.links import DebtorScope
+from portal.domain.payment_settings import ProviderConfig, config_for
+from portal.errors import InvalidInput
+from portal.providers.interface import CheckoutLine, CheckoutRequest, ProviderError
+from portal.web.portal import session as sessions
+from portal.web.portal.pages import DebtorRequest, debtor_request, read_form, services_of
+from portal.web.portal.view import Amount, row_view
+
+# (provider, method) as offered on the pay page; the label is translated in the template.
+MOLLIE_CHOICES = ("ideal", "bancontact", "banktransfer", "paypal", "creditcard", "kbc", "belfius")
+
+
+def choices(config: ProviderConfig) -> list[tuple[str, str]]:
+    offered: list[tuple[str, str]] = []
+    if "mollie" in config.providers:
+        offered += [("mollie", m) for m in MOLLIE_CHOICES if m in config.mollie_methods]
+    if "stripe" in config.providers:
+        offered.append(("stripe", "card"))
+    return offered
+
+
+def _ids(values: list[str]) -> list[int]:
+    return [int(v) for v in values if v.isdigit() and len(v) < 18][: checkouts.MAX_INVOICES]
+
+
+async def pay_page(request: Request) -> Response:
+    """GET /portal/pay?invoice=…: the selected open invoices, their total, and the ways to pay."""
+    ids = _ids(request.query_params.getlist("invoice"))
+    settings = services_of(request).settings
+
+    def read(conn: sa.Connection, scope: DebtorScope) -> tuple[Any, ProviderConfig]:
+        config = config_for(conn, scope.organization_id, settings)
+        try:
+            return checkouts.select_payable(conn, scope, ids), config
+        except InvalidInput as exc:
+            return exc, config
+
+    debtor_req, (selection, config) = await debtor_request(request, read)
+    return _render_pay(debtor_req, selection, config, ids)
+
+
+def _render_pay(debtor_req: DebtorRequest, selection: Any, config: ProviderConfig, ids: list[int],
+                status: int = 200, problem: str | None = None) -> Response:
+    if isinstance(selection, InvalidInput):
+        problem = problem or ("currencies" if "currencies" in selection.detail else "nothing")
+        return debtor_req.render("portal/pay.html", {"problem": problem, "rows": [], "ids": ids, "choices": []},
+                                 status=422 if status == 200 else status)
+    return debtor_req.render("portal/pay.html", {
+        "problem": problem, "ids": [row.id for row, _ in selection.items],
+        "rows": [{**row_view(row, debtor_req.today), "pay": Amount(amount, selection.currency)}
+                 for row, amount in selection.items],
+        "total": Amount(selection.amount_minor, selection.currency), "choices": choices(config),
+    }, status=status)
+
+
+async def start_checkout(request: Request) -> Response:
+    """POST /portal/checkout: record the checkout, create the provider's page, send the debtor there."""
+    form = await read_form(request)
+    services = services_of(request)
+    session = sessions.read_session(request, services.tokens, services.settings)
+    sessions.check_csrf(request, form.get("csrf"), services.tokens, session, services.settings)
+    ids = _ids(form.getlist("invoice"))
+    provider_name, _, method = str(form.get("method", "")).partition(":")
+    now = services.now()
+
+    def prepare(conn: sa.Connection, scope: DebtorScope) -> tuple[Any, ProviderConfig]:
+        config = config_for(conn, scope.organization_id, services.settings)
+        if (provider_name, method) not in choices(config):
+            return InvalidInput("choose a way to pay"), config
+        try:
+            return checkouts.start(conn, scope, ids, provider_name, method if provider_name == "mollie" else None,
+                                   now), config
+        except InvalidInput as exc:
+            return exc, config
+
+    debtor_req, (started, config) = await debtor_request(request, prepare, write=True)
+    if isinstance(started, InvalidInput):
+        selection = await services.db.read(lambda conn: _selection_or_error(conn, debtor_req.scope, ids))
+        problem = "method" if "way to pay" in started.detail else None
+        return _render_pay(debtor_req, selection, config, ids, status=422, problem=problem)
+    checkout, superseded = started
+    if checkout.status == "paid":
+        return RedirectResponse(f"/portal/checkouts/{checkout.public_id}", status_code=303)
+    if checkout.checkout_url and checkout.status in OPEN_STATES:
+        return RedirectResponse(checkout.checkout_url, status_code=303)
+
+    provider = services.providers.get(provider_name, config)
+    items = await services.db.read(checkouts.items_of, checkout.id)
+    base = services.settings.base_url
+    request_ = CheckoutRequest(
+        checkout_public_id=checkout.public_id, currency=checkout.currency, amount_minor=checkout.amount_minor,
+        description=_description(debtor_req.scope, items), idempotency_key=f"quittance-{checkout.public_id}",
+        lines=tuple(CheckoutLine(f"{item.number or item.external_id}", item.amount_minor) for item in items),
+        return_url=f"{base}/portal/checkouts/{checkout.public_id}",
+        cancel_url=f"{base}/portal/checkouts/{checkout.public_id}",
+        webhook_url=f"{base}/webhooks/{provider_name}/{debtor_req.scope.organization_slug}",
+        locale=debtor_req.language, method=checkout.method)
+    try:
+        opened = await run_in_threadpool(provider.create_checkout, request_)
+    except ProviderError:
+        await services.db.write(checkouts.provider_failed, checkout.id, services.now())
+        selection = await services.db.read(lambda conn: _selection_or_error(conn, debtor_req.scope, ids))
+        return _render_pay(debtor_req, selection, config, ids, status=503, problem="provider")
+    await services.db.write(checkouts.opened_at_provider, checkout.id, opened.provider_ref, opened.url,
+                            opened.expires_at, services.now())
+    # Older open checkouts of these invoices are stopped at their provider once the debtor is on their way.
+    cancel_old = BackgroundTask(_cancel_at_providers, services, config, superseded) if superseded else None
+    return RedirectResponse(opened.url, status_code=303, background=cancel_old)
+
+
+def _selection_or_error(conn: sa.Connection, scope: DebtorScope, ids: list[int]) -> Any:
+    try:
+        return checkouts.select_payable(conn, scope, ids)
+    except InvalidInput as exc:
+        return exc
+
+
+def _description(scope: DebtorScope, items: list[Any]) -> str:
+    numbers = ", ".join(str(item.number or item.external_id) for item in items)
+    return f"{scope.organization_name}: {numbers}"[:255]
+
+
+async def _cancel_at_providers(services: Any, config: ProviderConfig, superseded: list[Any]) -> None:
+    for old in superseded:
+        if old.provider_ref:
+            try:
+                await run_in_threadpool(services.providers.get(old.provider, config).cancel, old.provider_ref)
+            except ProviderError:
+                pass  # reconciliation picks it up; if it gets paid anyway, both payments are recorded
+
+
+async def return_page(request: Request) -> Response:
+    """GET /portal/checkouts/{id}: paid, processing, failed or cancelled, from our state or the provider's."""
+    public_id = request.path_params["public_id"]
+    services = services_of(request)
+
+    def read(conn: sa.Connection, scope: DebtorScope) -> tuple[Any, ProviderConfig]:
+        return checkouts.for_debtor(conn, scope, public_id), config_for(conn, scope.organization_id, services.settings)
+
+    debtor_req, (checkout, config) = await debtor_request(request, read)
+    if checkout.status in ("open", "processing") and checkout.provider_ref:
+        # Reconcile now rather than wait for the webhook; the same service applies it, so both are safe.
+        try:
+            observation = await run_in_threadpool(services.providers.get(checkout.provider, config).fetch,
+                                                  checkout.provider_ref)
+            await services.db.write(payments.apply, checkout.organization_id, observation, services.now())
+        except ProviderError:
+            pass
+        checkout = await services.db.read(lambda conn: checkouts.for_debtor(conn, debtor_req.scope, public_id))
+    items = await services.db.read(checkouts.items_of, checkout.id)
+    waiting = checkout.status in OPEN_STATES
+    return debtor_req.render("portal/checkout.html", {
+        "checkout": checkout, "items": items, "waiting": waiting,
+        "amount": Amount(checkout.amount_minor, checkout.currency),
+        "retry_ids": [item.id for item in items],
+    })
+
+
+routes = [
+    Route("/portal/pay", pay_page, methods=["GET"]),
+    Route("/portal/checkout", start_checkout, methods=["POST"]),
+    Route("/portal/checkouts/{public_id}", return_page, methods=["GET"]),
+]
