@@ -8,7 +8,7 @@ so the page is as fast for a debtor among a million invoices as among ten thousa
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -95,13 +95,20 @@ def _summary_statement(dialect: str, scoped: bool) -> sa.Select[Any]:
     ), scoped).group_by(invoices.c.currency, year)
 
 
+_PAGE_COLUMNS = (
+    invoices.c.id, invoices.c.number, invoices.c.external_id, invoices.c.kind, invoices.c.status,
+    invoices.c.issue_date, invoices.c.due_date, invoices.c.currency, invoices.c.total_minor,
+    invoices.c.amount_due_minor, invoices.c.paid_minor, invoices.c.document_sha256,
+    sa.func.count().over().label("matching"),
+)
+# A page's rows as plain named tuples: the view reads some fifteen attributes of each, and reading one from a
+# Row costs ten times as much as from a tuple (about 150 us a page).
+PageRow = namedtuple("PageRow", [column.key for column in _PAGE_COLUMNS])  # type: ignore[misc]  # noqa: PYI024
+
+
 @lru_cache(maxsize=32)
 def _page_statement(scoped: bool, by_status: bool, by_year: bool) -> sa.Select[Any]:
-    query = _scoped(sa.select(
-        invoices.c.id, invoices.c.number, invoices.c.external_id, invoices.c.kind, invoices.c.status,
-        invoices.c.issue_date, invoices.c.due_date, invoices.c.currency, invoices.c.total_minor,
-        invoices.c.amount_due_minor, invoices.c.paid_minor, invoices.c.document_sha256,
-        sa.func.count().over().label("matching")), scoped)
+    query = _scoped(sa.select(*_PAGE_COLUMNS), scoped)
     if by_status:
         query = query.where(invoices.c.status == sa.bindparam("status"))
     if by_year:
@@ -145,7 +152,7 @@ def history(conn: sa.Connection, scope: DebtorScope, today: dt.date, *, status: 
     if year is not None:
         parameters["year_start"], parameters["year_end"] = dt.date(year, 1, 1), dt.date(year + 1, 1, 1)
     query = _page_statement(scope.invoice_ids is not None, by_status, year is not None)
-    rows = conn.execute(query, parameters).all()
+    rows = [PageRow(*row) for row in conn.execute(query, parameters)]
     matching = rows[0].matching if rows else 0
     return HistoryPage(items=rows, total=matching, page=page, pages=max(1, -(-matching // PAGE_SIZE)),
                        summary=totals)
