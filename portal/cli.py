@@ -198,6 +198,54 @@ def org_brand(org_slug: str, color: str | None, contact_email: str | None, conta
     click.echo(f"branding of {org_slug} updated")
 
 
+@main.command("reconcile")
+@click.option("--quiet-minutes", type=int, default=15, show_default=True,
+              help="Ask about checkouts that have heard nothing for this long.")
+def reconcile_command(quiet_minutes: int) -> None:
+    """Ask the payment providers about checkouts whose webhooks may be lost, and apply what they say."""
+    import datetime as dt
+
+    from portal.providers.registry import ProviderRegistry
+    from portal.reconcile import reconcile
+
+    settings = _settings()
+    database = _database()
+    try:
+        report = reconcile(database, ProviderRegistry(settings), settings, SystemClock().now(),
+                           quiet_for=dt.timedelta(minutes=quiet_minutes))
+    finally:
+        database.dispose()
+    click.echo(f"asked {report.asked} checkout(s): {report.changed} changed, {report.unreachable} unreachable")
+
+
+@main.group()
+def payments() -> None:
+    """Online payment settings of an organization."""
+
+
+@payments.command("configure")
+@click.argument("org_slug")
+@click.option("--providers", help="Comma-separated: mollie,stripe.")
+@click.option("--mollie-key", help="Mollie API key (live_… or test_…).")
+@click.option("--mollie-methods", help="Comma-separated, e.g. ideal,bancontact,banktransfer,paypal.")
+@click.option("--stripe-key", help="Stripe secret key.")
+@click.option("--stripe-webhook-secret", "stripe_secrets", multiple=True,
+              help="Webhook signing secret (repeat during a rotation; the first is the newest).")
+def payments_configure(org_slug: str, providers: str | None, mollie_key: str | None, mollie_methods: str | None,
+                       stripe_key: str | None, stripe_secrets: tuple[str, ...]) -> None:
+    """Set an organization's providers and keys; what is not given keeps its value (or the PORTAL_* default)."""
+    from portal.domain.payment_settings import configure
+
+    def split(value: str | None) -> list[str] | None:
+        return [v.strip() for v in value.split(",") if v.strip()] if value is not None else None
+
+    _run(lambda conn: configure(conn, orgs.get_organization(conn, org_slug).id, SystemClock().now(),
+                                providers=split(providers), mollie_api_key=mollie_key,
+                                mollie_methods=split(mollie_methods), stripe_api_key=stripe_key,
+                                stripe_webhook_secrets=list(stripe_secrets) or None))
+    click.echo(f"payment settings of {org_slug} updated")
+
+
 def _store_logo(path: str) -> tuple[str, str]:
     """Copy a logo into the document store; returns (sha256, media type). Only PNG and JPEG: an SVG can
     carry script."""

@@ -75,3 +75,23 @@ def test_links_from_the_command_line(env: dict[str, str], tmp_path: Path) -> Non
 
     run("org", "brand", "acme", "--color", "#123456", "--contact-email", "help@acme.example")
     assert CliRunner().invoke(main, ["org", "brand", "acme", "--color", "blue"]).exit_code == 1
+
+
+def test_payment_settings_from_the_command_line(env: dict[str, str]) -> None:
+    from portal.db import Database
+    from portal.domain.payment_settings import config_for
+
+    run("db", "upgrade")
+    run("org", "create", "acme", "--name", "Acme")
+    run("payments", "configure", "acme", "--providers", "mollie", "--mollie-key", "test_abc",
+        "--mollie-methods", "ideal,bancontact", "--stripe-webhook-secret", "whsec_new", "--stripe-webhook-secret",
+        "whsec_old")
+    database = Database.from_url(env["PORTAL_DATABASE_URL"])
+    config = database.run(lambda conn: config_for(conn, 1, Settings(stripe_api_key="sk_test_default")))
+    database.dispose()
+    assert config.providers == ("mollie",)
+    assert config.mollie_methods == ("ideal", "bancontact")
+    assert config.stripe_webhook_secrets == ("whsec_new", "whsec_old")
+    refused = CliRunner().invoke(main, ["payments", "configure", "acme", "--providers", "paypal"])
+    assert refused.exit_code == 1
+    assert "asked 0 checkout(s)" in run("reconcile")

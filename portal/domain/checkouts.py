@@ -128,8 +128,13 @@ def for_debtor(conn: sa.Connection, scope: DebtorScope, public_id: str) -> sa.Ro
     return row
 
 
-def to_reconcile(conn: sa.Connection, older_than: dt.datetime, limit: int = 500) -> list[sa.Row[Any]]:
-    """Checkouts still waiting for a final word from their provider."""
-    return conn.execute(sa.select(checkouts).where(
-        checkouts.c.status.in_(("open", "processing")), checkouts.c.provider_ref.is_not(None),
-        checkouts.c.updated_at < older_than).order_by(checkouts.c.id).limit(limit)).all()
+def to_reconcile(conn: sa.Connection, now: dt.datetime, *, quiet_for: dt.timedelta,
+                 retry_window: dt.timedelta, limit: int = 500) -> list[sa.Row[Any]]:
+    """Checkouts to ask their provider about: still waiting for a final word after `quiet_for`, and those
+    that ended without payment within the providers' webhook retry window (a superseded checkout may still
+    have been paid in another tab, and that webhook may be lost)."""
+    waiting = sa.and_(checkouts.c.status.in_(("open", "processing")), checkouts.c.updated_at < now - quiet_for)
+    ended = sa.and_(checkouts.c.status.in_(("cancelled", "expired", "failed")),
+                    checkouts.c.created_at < now - quiet_for, checkouts.c.created_at > now - retry_window)
+    return conn.execute(sa.select(checkouts).where(checkouts.c.provider_ref.is_not(None), sa.or_(waiting, ended))
+                        .order_by(checkouts.c.id).limit(limit)).all()

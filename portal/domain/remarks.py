@@ -12,6 +12,7 @@ from portal.db.invoices import invoices
 from portal.db.portal import remarks
 from portal.domain.invoices import get_invoice, record_timeline
 from portal.domain.links import DebtorScope
+from portal.domain.outbox import announce
 from portal.errors import Conflict, NotFound
 
 MAX_LENGTH = 2000
@@ -44,6 +45,10 @@ def add_debtor_remark(conn: sa.Connection, scope: DebtorScope, invoice_id: int, 
         created_at=now).returning(remarks.c.id)).scalar_one()
     record_timeline(conn, scope.organization_id, invoice_id, now, "remark", {"remark_id": remark_id,
                                                                               "author": "debtor"})
+    invoice = conn.execute(sa.select(invoices.c.external_id, invoices.c.number).where(invoices.c.id == invoice_id)).one()
+    announce(conn, scope.organization_id, "remark.created",
+             {"remark_id": remark_id, "invoice": invoice.external_id, "number": invoice.number, "body": body,
+              "reply_to": reply_to}, now, invoice_id=invoice_id)
     return int(remark_id)
 
 

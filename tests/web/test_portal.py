@@ -285,6 +285,9 @@ def test_remark_round_trip_with_the_billing_system(invoices_pushed: Tenant, debt
     listed = invoices_pushed.client.get("/api/v1/remarks", params={"since": "2026-11-01T00:00:00Z"}).json()
     assert [(r["invoice"], r["author"], r["reply_to"]) for r in listed["items"]] == [
         ("OPEN-1", "debtor", "jean@dupont.example")]
+    announced = invoices_pushed.client.get("/api/v1/events").json()["items"]
+    assert [(e["type"], e["invoice"], e["data"]["body"]) for e in announced] == [
+        ("remark.created", "OPEN-1", "Le montant est-il correct ? <script>x</script>")]
     answer = invoices_pushed.client.post("/api/v1/invoices/OPEN-1/remarks",
                                          json={"body": "Oui, il est correct.", "author_name": "Compta"})
     assert answer.status_code == 201
