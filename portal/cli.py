@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -11,7 +12,7 @@ import click
 from portal.clock import SystemClock
 from portal.db import Database
 from portal.db.migrate import upgrade
-from portal.demo import issue_demo_links, load_demo, rotate_demo_key, sample_pdf
+from portal.demo import DEMO_SLUG, issue_demo_links, load_demo, rotate_demo_key, sample_pdf
 from portal.domain import organizations as orgs
 from portal.domain.links import issue_url, revoke_links
 from portal.errors import QuittanceError
@@ -42,6 +43,9 @@ def serve(host: str, port: int | None, workers: int) -> None:
     import uvicorn
 
     port = port or int(os.environ.get("PORT") or 8000)
+    if not _settings().secret_keys:
+        click.echo("warning: PORTAL_SECRET_KEYS is not set; debtor links are signed with a development key that "
+                   "anyone can read in the source. Set it before real debtors get links.", err=True)
     uvicorn.run("portal.web.asgi:app", host=host, port=port, workers=workers, proxy_headers=True,
                 log_level="info", access_log=False)
 
@@ -141,6 +145,34 @@ def demo_links() -> None:
     tokens = TokenService(settings.signing_keys, SystemClock())
     for customer, url in _run(issue_demo_links, tokens, settings, SystemClock().now()):
         click.echo(f"{customer.locale:<6} {customer.name:<24} {url}")
+
+
+@demo.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="Defaults to $PORT, then 8000.")
+def demo_serve(host: str, port: int | None) -> None:
+    """Serve the app with local Mollie and Stripe emulators (test mode) as its payment providers, so that a
+    demo invoice can be paid end to end on this machine. Never for real payments."""
+    import uvicorn
+
+    from portal.app import create_app
+    from portal.emulators.mollie import MollieEmulator
+    from portal.emulators.stripe import StripeEmulator
+
+    port = port or int(os.environ.get("PORT") or 8000)
+    base_url = f"http://{host}:{port}"
+    mollie = MollieEmulator({"test_quittance_demo"}).start()
+    stripe = StripeEmulator({"sk_test_quittance_demo"}).start()
+    secret = stripe.add_webhook_endpoint(f"{base_url}/webhooks/stripe/{DEMO_SLUG}")
+    settings = dataclasses.replace(
+        _settings(), base_url=base_url, mollie_api_key="test_quittance_demo", mollie_api_url=mollie.base_url,
+        stripe_api_key="sk_test_quittance_demo", stripe_api_url=stripe.base_url, stripe_webhook_secrets=(secret,))
+    click.echo(f"test-mode payment emulators: Mollie on {mollie.base_url}, Stripe on {stripe.base_url}", err=True)
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    finally:
+        mollie.stop()
+        stripe.stop()
 
 
 @demo.command("pdf")

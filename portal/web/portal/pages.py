@@ -39,7 +39,7 @@ FORM_FIELDS = 120
 ZIP_LIMIT = 100
 # Debtor-visible timeline entries; the rest (pushes, revisions) is bookkeeping for staff.
 DEBTOR_TIMELINE = {"activated", "created", "due_date_extended", "cancelled", "document_attached", "remark", "payment",
-                   "refund", "chargeback", "chargeback_reversed"}
+                   "refund", "refund_reversed", "chargeback", "chargeback_reversed"}
 
 
 def services_of(request: Request) -> Services:
