@@ -278,6 +278,99 @@ def payments_configure(org_slug: str, providers: str | None, mollie_key: str | N
     click.echo(f"payment settings of {org_slug} updated")
 
 
+@main.command()
+def worker() -> None:
+    """Deliver outbox events through the connectors, reconcile payments and run scheduled imports."""
+    import asyncio
+
+    from portal.worker import run_until_signalled
+
+    database = _database()
+    try:
+        asyncio.run(run_until_signalled(database, _settings()))
+    finally:
+        database.dispose()
+
+
+@main.group()
+def outbox() -> None:
+    """Deliveries of events to upstream systems."""
+
+
+@outbox.command("list")
+@click.option("--org", "org_slug", help="Only this organization.")
+@click.option("--status", type=click.Choice(["pending", "in_flight", "delivered", "dead"]))
+@click.option("--limit", type=int, default=50, show_default=True)
+def outbox_list(org_slug: str | None, status: str | None, limit: int) -> None:
+    from portal.domain.deliveries import listing
+
+    rows = _run(lambda conn: listing(conn, orgs.get_organization(conn, org_slug).id if org_slug else None, status,
+                                     0, limit))
+    for row in rows:
+        error = f"\t{row.last_error}" if row.last_error else ""
+        click.echo(f"{row.id}\t{row.status}\t{row.connector_name}\tevent {row.event_id}\t"
+                   f"{row.attempts} attempt(s){error}")
+
+
+@outbox.command("retry")
+@click.argument("delivery_id", type=int)
+def outbox_retry(delivery_id: int) -> None:
+    """Give a dead delivery another round of attempts."""
+    from portal.domain.deliveries import retry
+
+    _run(lambda conn: retry(conn, None, delivery_id, SystemClock().now()))
+    click.echo(f"delivery {delivery_id} queued again")
+
+
+@main.group()
+def connector() -> None:
+    """Connectors to upstream systems."""
+
+
+@connector.command("put")
+@click.argument("org_slug")
+@click.argument("name")
+@click.option("--type", "kind", required=True, type=click.Choice(["webhook", "status_patch", "pull_import", "email"]))
+@click.option("--settings", "settings_json", required=True, help="The settings as JSON (see docs/connectors.md).")
+def connector_put(org_slug: str, name: str, kind: str, settings_json: str) -> None:
+    import json
+
+    from portal.connectors import registry
+    from portal.domain.connectors import put
+
+    try:
+        settings = json.loads(settings_json)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from exc
+    problems = registry.validate(kind, settings) if isinstance(settings, dict) else ["settings: a JSON object"]
+    if problems:
+        click.echo("error: " + "; ".join(problems), err=True)
+        sys.exit(1)
+    types = registry.event_types(kind, settings)
+    result = _run(lambda conn: put(conn, orgs.get_organization(conn, org_slug).id, name, kind, settings, types,
+                                   SystemClock().now()))
+    click.echo(f"connector {name} {result}; delivers: {', '.join(types) or 'nothing (it imports)'}")
+
+
+@connector.command("list")
+@click.argument("org_slug")
+def connector_list(org_slug: str) -> None:
+    from portal.domain.connectors import listing
+
+    for row in _run(lambda conn: listing(conn, orgs.get_organization(conn, org_slug).id)):
+        click.echo(f"{row.name}\t{row.type}\t{', '.join(row.event_types)}")
+
+
+@connector.command("delete")
+@click.argument("org_slug")
+@click.argument("name")
+def connector_delete(org_slug: str, name: str) -> None:
+    from portal.domain.connectors import delete
+
+    _run(lambda conn: delete(conn, orgs.get_organization(conn, org_slug).id, name))
+    click.echo(f"connector {name} removed")
+
+
 def _store_logo(path: str) -> tuple[str, str]:
     """Copy a logo into the document store; returns (sha256, media type). Only PNG and JPEG: an SVG can
     carry script."""

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from portal.db.payments import outbox_events
+from portal.domain.deliveries import fan_out
 
 EVENT_TYPES = ("invoice.paid", "invoice.partially_paid", "payment.refunded", "payment.charged_back",
                "payment.needs_review", "remark.created")
@@ -17,9 +18,10 @@ EVENT_TYPES = ("invoice.paid", "invoice.partially_paid", "payment.refunded", "pa
 def announce(conn: sa.Connection, organization_id: int, event_type: str, payload: dict[str, Any],
              now: dt.datetime, *, invoice_id: int | None = None) -> None:
     assert event_type in EVENT_TYPES, event_type
-    conn.execute(outbox_events.insert().values(
+    event_id = conn.execute(outbox_events.insert().values(
         organization_id=organization_id, event_type=event_type, invoice_id=invoice_id, payload=payload,
-        created_at=now))
+        created_at=now).returning(outbox_events.c.id)).scalar_one()
+    fan_out(conn, organization_id, event_id, event_type, invoice_id, now)
 
 
 def events_after(conn: sa.Connection, organization_id: int, after_id: int, limit: int) -> list[sa.Row[Any]]:

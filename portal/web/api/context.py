@@ -17,7 +17,7 @@ from portal.errors import FieldError, InvalidInput, NotFound, Unauthenticated
 from portal.services import Services
 from portal.web.api.operations import Handler
 
-_EXTERNAL_ID = re.compile(r"[A-Za-z0-9._:/@-]{1,200}")
+_EXTERNAL_ID = re.compile(r"[A-Za-z0-9._:@-]{1,200}")
 
 
 @dataclass(frozen=True)

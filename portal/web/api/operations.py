@@ -115,7 +115,7 @@ class Api:
                 "parameters": [
                     {"name": name, "in": "path", "required": True,
                      "schema": {"type": "string", "minLength": 1, "maxLength": 200,
-                                "pattern": r"^[A-Za-z0-9._:/@-]+$"}}
+                                "pattern": r"^[A-Za-z0-9._:@-]+$"}}
                     for name in re.findall(r"{(\w+)}", op.path)
                 ] + [{"name": q.name, "in": "query", "required": False, "schema": q.schema,
                       "description": q.description} for q in op.query],

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 SUPPORTED_LANGUAGES = ("fr", "nl", "en", "de", "sv")
 
-ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:/@-]+$")]
+ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@-]+$")]
 Amount = Annotated[
     str,
     StringConstraints(max_length=40),

@@ -1,0 +1,496 @@
+"""Declarative mapping from an upstream item (any JSON object) to a Quittance customer and invoice body.
+
+A mapping is data, not code, so that it can live in a connector's settings and be checked before it runs:
+
+    {"external_id": {"template": "molink-{id}"},
+     "customer": {"external_id": "notice.operator.id", "name": "notice.operator.name"},
+     "status": {"path": "state", "map": {"validated": "open", "paid": "paid"}},
+     "currency": {"const": "EUR"},
+     "total": {"path": "prices.total_ttc_cents", "minor_units": true},
+     "lines": [{"description": "notice.title", "quantity": {"const": "1"},
+                "unit_price": {"path": "prices.total_ht_cents", "minor_units": true},
+                "vat_rate": "prices.vat_rate", "total": {"path": "prices.total_ht_cents", "minor_units": true}}]}
+
+Every rule yields text (or nothing): the bodies it builds are then validated exactly as the machine API
+validates a pushed body, so the mapping never decides what a valid invoice is. Numbers are never floats:
+upstream JSON is read with `loads_exact` (JSON numbers become Decimal), minor units are formatted with the
+currency's exponent, and a binary float handed in by other means is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import string
+from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from portal.money import MoneyError, format_minor
+
+INVOICE_FIELDS = ("external_id", "number", "kind", "status", "issue_date", "due_date", "delivery_date", "currency",
+                  "total", "amount_due", "title", "header_note", "footer_note", "vat_mention", "store")
+CUSTOMER_FIELDS = ("external_id", "name", "email", "locale", "vat_number")
+LINE_FIELDS = ("description", "quantity", "unit_price", "vat_rate", "total")
+REQUIRED = ("external_id", "status", "currency", "total", "customer.external_id", "customer.name")
+MONEY_FIELDS = frozenset({"total", "amount_due", "lines.unit_price", "lines.total"})
+DATE_FIELDS = frozenset({"issue_date", "due_date", "delivery_date"})
+RULE_KEYS = frozenset({"path", "const", "template", "map", "default", "minor_units", "date"})
+SOURCES = ("path", "const", "template")
+ROOT = "$"   # in a line of "each" mode, a path that starts with "$." is read from the item, not the element
+
+_SEGMENT = re.compile(r"[^.\s{}\[\]]+")
+_MINOR = re.compile(r"-?[0-9]+")
+
+
+def loads_exact(data: bytes | str) -> Any:
+    """JSON with every number kept exact: 12.30 becomes Decimal("12.30"), never a float."""
+    return json.loads(data, parse_float=Decimal, parse_constant=_no_constant)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def split_path(path: str) -> tuple[str, ...] | None:
+    """"notice.operator.id" -> ("notice", "operator", "id"); None if the text is not a dotted path."""
+    parts = tuple(path.split("."))
+    if not path or not all(_SEGMENT.fullmatch(part) for part in parts):
+        return None
+    return parts
+
+
+def resolve(data: Any, path: tuple[str, ...] | str) -> Any:
+    """The value at a dotted path, or None when any step is missing. A numeric segment indexes a list."""
+    parts = split_path(path) if isinstance(path, str) else path
+    if parts is None:
+        return None
+    for part in parts:
+        if isinstance(data, MappingABC):
+            data = data.get(part)
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return None
+    return data
+
+
+def as_text(value: Any) -> str | None:
+    """A scalar from upstream JSON as text: strings as they are, integers and exact decimals written out.
+    Raises ValueError for what cannot be a field's text (objects, lists, booleans, floats)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"is {str(value).lower()}, not text or a number")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"is {value}, not a finite number")
+        return format(value, "f")
+    if isinstance(value, float):
+        raise ValueError("is a binary float; amounts are read exactly (JSON numbers as decimals), never as floats")
+    if isinstance(value, (dict, list)):
+        raise ValueError(f"is {'an object' if isinstance(value, dict) else 'a list'}, not a single value")
+    raise ValueError(f"is a {type(value).__name__}, not text or a number")
+
+
+def minor_units_text(value: Any, currency: str | None) -> str | None:
+    """Integer minor units (1234, "1234", or an integral JSON number) as the currency's decimal string: 1234 EUR
+    -> "12.34", 1234 JPY -> "1234". Exact: integers all the way."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(as_text_error(value))
+    if isinstance(value, int):
+        minor = value
+    elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        minor = int(value)
+    elif isinstance(value, str) and _MINOR.fullmatch(value):
+        minor = int(value)
+    else:
+        raise ValueError(f"{_show(value)} is not a whole number of minor units")
+    if currency is None:
+        raise ValueError("minor units need the invoice's currency, which is missing")
+    try:
+        return format_minor(minor, currency)
+    except MoneyError as exc:
+        raise ValueError(f"cannot read minor units: {exc}") from exc
+
+
+def as_text_error(value: Any) -> str:
+    try:
+        as_text(value)
+    except ValueError as exc:
+        return str(exc)
+    return f"{_show(value)} is not a whole number of minor units"
+
+
+def date_text(text: str | None) -> str | None:
+    """"2026-11-02" or an ISO 8601 date-time ("2026-11-02T18:30:00+01:00") -> "2026-11-02": the calendar date
+    as the upstream wrote it (its own time zone), which is what a document date means."""
+    if text is None:
+        return None
+    try:
+        if len(text) == 10:
+            return dt.date.fromisoformat(text).isoformat()
+        return dt.datetime.fromisoformat(text).date().isoformat()
+    except ValueError:
+        raise ValueError(f"{_show(text)} is not an ISO 8601 date or date-time") from None
+
+
+def _show(value: Any) -> str:
+    text = repr(value if not isinstance(value, Decimal) else format(value, "f"))
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class MappingError(ValueError):
+    """An item the mapping cannot read; `problems` names each field with what is wrong."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{name}: {message}" for name, message in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one Quittance field is read from an item."""
+
+    name: str
+    path: tuple[str, ...] | None = None
+    from_root: bool = False
+    const: str | None = None
+    template: tuple[tuple[str, tuple[str, ...] | None, bool], ...] | None = None
+    value_map: dict[str, str | None] | None = None
+    default: str | None = None
+    minor_units: bool = False
+    date: bool = False
+
+    @property
+    def source(self) -> str:
+        if self.path is not None:
+            return ("$." if self.from_root else "") + ".".join(self.path)
+        if self.template is not None:
+            return "template"
+        return "constant"
+
+    def value(self, element: Any, item: Any, currency: str | None) -> str | None:
+        if self.const is not None:
+            raw: Any = self.const
+        elif self.template is not None:
+            raw = self._render(element, item)
+        else:
+            assert self.path is not None
+            raw = resolve(item if self.from_root else element, self.path)
+        if raw is None:
+            if self.default is None:
+                return None
+            raw = self.default
+        if self.minor_units:
+            text = minor_units_text(raw, currency)
+        else:
+            text = as_text(raw)
+        if self.value_map is not None and text is not None:
+            if text not in self.value_map:
+                known = ", ".join(repr(key) for key in self.value_map)
+                raise ValueError(f"{_show(text)} (from {self.source}) is not one of the mapped values ({known})")
+            text = self.value_map[text]
+        if self.date:
+            text = date_text(text)
+        return text
+
+    def _render(self, element: Any, item: Any) -> str:
+        parts = []
+        assert self.template is not None
+        for literal, path, from_root in self.template:
+            parts.append(literal)
+            if path is None:
+                continue
+            value = as_text(resolve(item if from_root else element, path))
+            if value is None:
+                raise ValueError(f"{'.'.join(path)} is missing for the template")
+            parts.append(value)
+        return "".join(parts)
+
+
+@dataclass(frozen=True)
+class MappedItem:
+    """What one upstream item becomes: a customer body (CustomerIn) and an invoice body (BatchInvoice)."""
+
+    external_id: str
+    customer_external_id: str
+    customer: dict[str, Any]
+    invoice: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LineRules:
+    each: tuple[str, ...] | None
+    lines: tuple[dict[str, Rule], ...]
+
+
+class Mapping:
+    """A checked mapping. `Mapping(spec)` raises ValueError listing every problem; `apply(item)` reads one item."""
+
+    def __init__(self, spec: Any) -> None:
+        problems = self.problems(spec)
+        if problems:
+            raise ValueError("; ".join(problems))
+        fields = _normalized(spec)
+        self.rules: dict[str, Rule] = {
+            name: _rule(name, rule_spec, in_each=False) for name, rule_spec in fields.items() if name != "lines"}
+        self.line_rules = _line_rules(fields.get("lines"))
+
+    @staticmethod
+    def problems(spec: Any, prefix: str = "mapping") -> list[str]:
+        if not isinstance(spec, dict):
+            return [f"{prefix}: must be an object of Quittance fields, e.g. {{\"total\": \"prices.total\"}}"]
+        problems: list[str] = []
+        fields: dict[str, Any] = {}
+        for key, value in spec.items():
+            if key == "customer":
+                if not isinstance(value, dict):
+                    problems.append(f"{prefix}.customer: must be an object of customer fields "
+                                    f"({', '.join(CUSTOMER_FIELDS)})")
+                    continue
+                for sub, rule_spec in value.items():
+                    name = f"customer.{sub}"
+                    if name in fields:
+                        problems.append(f"{prefix}.{name}: given twice")
+                    fields[name] = rule_spec
+            else:
+                if key in fields:
+                    problems.append(f"{prefix}.{key}: given twice")
+                fields[key] = value
+        known = {*INVOICE_FIELDS, *(f"customer.{name}" for name in CUSTOMER_FIELDS), "lines"}
+        for name, rule_spec in fields.items():
+            where = f"{prefix}.{name}"
+            if name not in known:
+                problems.append(f"{where}: not a Quittance field (fields: {', '.join(INVOICE_FIELDS)}, "
+                                f"customer.{{{', '.join(CUSTOMER_FIELDS)}}}, lines)")
+            elif name == "lines":
+                problems += _line_problems(rule_spec, where)
+            else:
+                problems += _rule_problems(name, rule_spec, where, in_each=False)
+        problems += [f"{prefix}.{name}: required" for name in REQUIRED if name not in fields]
+        return problems
+
+    def apply(self, item: Any) -> MappedItem:
+        """Raises MappingError naming every field of this item that cannot be read."""
+        if not isinstance(item, dict):
+            raise MappingError([("item", f"is {type(item).__name__}, not an object")])
+        problems: list[tuple[str, str]] = []
+        values: dict[str, str | None] = {}
+        currency_rule = self.rules["currency"]
+        ordered = [currency_rule, *(rule for name, rule in self.rules.items() if name != "currency")]
+        currency: str | None = None
+        for rule in ordered:
+            try:
+                values[rule.name] = rule.value(item, item, currency)
+            except ValueError as exc:
+                problems.append((rule.name, str(exc)))
+                values[rule.name] = None
+            if rule is currency_rule:
+                currency = values["currency"]
+        lines = self._lines(item, currency, problems)
+        for name in REQUIRED:
+            if values.get(name) is None and not any(p[0] == name for p in problems):
+                problems.append((name, f"missing (nothing at {self.rules[name].source})"))
+        if problems:
+            raise MappingError(problems)
+        customer = {name.removeprefix("customer."): value for name, value in values.items()
+                    if name.startswith("customer.") and name != "customer.external_id" and value is not None}
+        invoice: dict[str, Any] = {name: value for name, value in values.items()
+                                   if not name.startswith("customer.") and value is not None}
+        invoice["customer"] = values["customer.external_id"]
+        if lines is not None:
+            invoice["lines"] = lines
+        return MappedItem(external_id=invoice.pop("external_id"),
+                          customer_external_id=str(values["customer.external_id"]),
+                          customer=customer, invoice=invoice)
+
+    def source_of(self, pointer: str) -> str | None:
+        """Where a field of the built body came from: "/total" -> "prices.total_ttc", "/lines/0/total" -> the
+        line rule's path; None when the field is not mapped from a path."""
+        parts = pointer.strip("/").split("/")
+        if parts[0] == "lines" and len(parts) == 3 and parts[1].isdigit() and self.line_rules.lines:
+            index = 0 if self.line_rules.each is not None else int(parts[1])
+            if index < len(self.line_rules.lines) and parts[2] in self.line_rules.lines[index]:
+                rule = self.line_rules.lines[index][parts[2]]
+                return rule.source if rule.path is not None else None
+            return None
+        name = "customer.external_id" if parts == ["customer"] else ".".join(parts)
+        rule = self.rules.get(name)
+        return rule.source if rule is not None and rule.path is not None else None
+
+    def _lines(self, item: dict[str, Any], currency: str | None,
+               problems: list[tuple[str, str]]) -> list[dict[str, str | None]] | None:
+        spec = self.line_rules
+        if not spec.lines:
+            return None
+        if spec.each is None:
+            elements: list[Any] = [item] * len(spec.lines)
+            rules = list(spec.lines)
+        else:
+            found = resolve(item, spec.each)
+            if found is None:
+                return []
+            if not isinstance(found, list):
+                problems.append(("lines", f"{'.'.join(spec.each)} is not a list"))
+                return None
+            elements, rules = found, [spec.lines[0]] * len(found)
+        lines = []
+        for index, (element, line_rules) in enumerate(zip(elements, rules, strict=True)):
+            line: dict[str, str | None] = {}
+            for name, rule in line_rules.items():
+                try:
+                    line[name] = rule.value(element, item, currency)
+                except ValueError as exc:
+                    problems.append((f"lines[{index}].{name}", str(exc)))
+                    continue
+                if line[name] is None:
+                    problems.append((f"lines[{index}].{name}", f"missing (nothing at {rule.source})"))
+            lines.append(line)
+        return lines
+
+
+def _normalized(spec: dict[str, Any]) -> dict[str, Any]:
+    fields = {key: value for key, value in spec.items() if key != "customer"}
+    fields.update({f"customer.{key}": value for key, value in spec.get("customer", {}).items()})
+    return fields
+
+
+def _line_problems(spec: Any, where: str) -> list[str]:
+    if isinstance(spec, list):
+        if not spec:
+            return [f"{where}: give at least one line, or leave lines out"]
+        return [problem for index, line in enumerate(spec)
+                for problem in _line_fields_problems(line, f"{where}[{index}]", in_each=False)]
+    if isinstance(spec, dict) and set(spec) <= {"each", "fields"}:
+        problems = []
+        each = spec.get("each")
+        if not isinstance(each, str) or split_path(each) is None:
+            problems.append(f"{where}.each: a dotted path to the list of lines in the item, e.g. \"prices.lines\"")
+        return problems + _line_fields_problems(spec.get("fields"), f"{where}.fields", in_each=True)
+    return [f"{where}: a list of line mappings (fixed lines read from the item), or "
+            f"{{\"each\": \"path.to.list\", \"fields\": {{...}}}} (one line per element)"]
+
+
+def _line_fields_problems(spec: Any, where: str, *, in_each: bool) -> list[str]:
+    if not isinstance(spec, dict):
+        return [f"{where}: an object with {', '.join(LINE_FIELDS)}"]
+    problems = []
+    for name, rule_spec in spec.items():
+        if name not in LINE_FIELDS:
+            problems.append(f"{where}.{name}: not a line field ({', '.join(LINE_FIELDS)})")
+        else:
+            problems += _rule_problems(f"lines.{name}", rule_spec, f"{where}.{name}", in_each=in_each)
+    problems += [f"{where}.{name}: required" for name in LINE_FIELDS if name not in spec]
+    return problems
+
+
+def _path_problem(text: Any, where: str, *, in_each: bool) -> str | None:
+    if not isinstance(text, str):
+        return f"{where}: a path must be text, e.g. \"notice.operator.id\""
+    body = text.removeprefix(ROOT + ".") if in_each else text
+    if split_path(body) is None:
+        return f"{where}: {text!r} is not a dotted path such as \"notice.operator.id\""
+    return None
+
+
+def _rule_problems(name: str, spec: Any, where: str, *, in_each: bool) -> list[str]:
+    if isinstance(spec, str):
+        problem = _path_problem(spec, where, in_each=in_each)
+        return [problem] if problem else []
+    if not isinstance(spec, dict):
+        return [f"{where}: a dotted path, or an object with one of {', '.join(SOURCES)}"]
+    problems = [f"{where}.{key}: unknown option (options: {', '.join(sorted(RULE_KEYS))})"
+                for key in spec if key not in RULE_KEYS]
+    sources = [key for key in SOURCES if key in spec]
+    if len(sources) != 1:
+        problems.append(f"{where}: give exactly one of path, const or template"
+                        + (f" (got {', '.join(sources)})" if sources else ""))
+    if "path" in spec and (problem := _path_problem(spec["path"], f"{where}.path", in_each=in_each)):
+        problems.append(problem)
+    if "const" in spec and not _is_scalar(spec["const"]):
+        problems.append(f"{where}.const: text or a whole number (write decimals as text, e.g. \"5.5\")")
+    if "template" in spec:
+        problems += _template_problems(spec["template"], f"{where}.template", in_each=in_each)
+    if "default" in spec and not _is_scalar(spec["default"]):
+        problems.append(f"{where}.default: text or a whole number")
+    if "map" in spec:
+        value_map = spec["map"]
+        if not isinstance(value_map, dict) or not value_map:
+            problems.append(f"{where}.map: an object from upstream values to Quittance values, "
+                            f"e.g. {{\"validated\": \"open\"}}")
+        elif not all(value is None or isinstance(value, str) for value in value_map.values()):
+            problems.append(f"{where}.map: every mapped value must be text (or null for none)")
+    for flag in ("minor_units", "date"):
+        if flag in spec and not isinstance(spec[flag], bool):
+            problems.append(f"{where}.{flag}: true or false")
+    if spec.get("minor_units") is True and name not in MONEY_FIELDS:
+        problems.append(f"{where}.minor_units: only for amounts ({', '.join(sorted(MONEY_FIELDS))})")
+    if spec.get("date") is True and name not in DATE_FIELDS:
+        problems.append(f"{where}.date: only for dates ({', '.join(sorted(DATE_FIELDS))})")
+    return problems
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _template_parts(text: str, *, in_each: bool) -> tuple[tuple[str, tuple[str, ...] | None, bool], ...]:
+    parts = []
+    for literal, field, spec, conversion in string.Formatter().parse(text):
+        if field is None:
+            parts.append((literal, None, False))
+            continue
+        if spec or conversion:
+            raise ValueError(f"{{{field}}}: no format specs or conversions, only {{dotted.path}}")
+        from_root = in_each and field.startswith(ROOT + ".")
+        path = split_path(field.removeprefix(ROOT + ".") if from_root else field)
+        if path is None:
+            raise ValueError(f"{{{field}}} is not a dotted path")
+        parts.append((literal, path, from_root))
+    return tuple(parts)
+
+
+def _template_problems(text: Any, where: str, *, in_each: bool) -> list[str]:
+    if not isinstance(text, str) or "{" not in text:
+        return [f"{where}: text with {{dotted.path}} placeholders, e.g. \"molink-{{id}}\""]
+    try:
+        _template_parts(text, in_each=in_each)
+    except ValueError as exc:
+        return [f"{where}: {exc}"]
+    return []
+
+
+def _rule(name: str, spec: Any, *, in_each: bool) -> Rule:
+    if isinstance(spec, str):
+        spec = {"path": spec}
+    path, from_root = None, False
+    if "path" in spec:
+        from_root = in_each and spec["path"].startswith(ROOT + ".")
+        path = split_path(spec["path"].removeprefix(ROOT + ".") if from_root else spec["path"])
+    default = spec.get("default")
+    const = spec.get("const")
+    return Rule(
+        name=name, path=path, from_root=from_root,
+        const=str(const) if const is not None else None,
+        template=_template_parts(spec["template"], in_each=in_each) if "template" in spec else None,
+        value_map=dict(spec["map"]) if "map" in spec else None,
+        default=str(default) if default is not None else None,
+        minor_units=spec.get("minor_units", False), date=spec.get("date", False))
+
+
+def _line_rules(spec: Any) -> LineRules:
+    if spec is None:
+        return LineRules(each=None, lines=())
+    if isinstance(spec, list):
+        return LineRules(each=None, lines=tuple(
+            {name: _rule(f"lines.{name}", rule_spec, in_each=False) for name, rule_spec in line.items()}
+            for line in spec))
+    return LineRules(each=split_path(spec["each"]), lines=(
+        {name: _rule(f"lines.{name}", rule_spec, in_each=True) for name, rule_spec in spec["fields"].items()},))

@@ -1,0 +1,49 @@
+"""An organization's connectors: configured over the API or the CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from portal.db.connectors import connectors, deliveries
+from portal.errors import FieldError, InvalidInput, NotFound
+
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,59}")
+
+
+def put(conn: sa.Connection, organization_id: int, name: str, kind: str, settings: dict[str, Any],
+        event_types: list[str], now: dt.datetime) -> Literal["created", "updated"]:
+    if not NAME.fullmatch(name):
+        raise InvalidInput("Bad connector name.", [FieldError("/name", "lowercase letters, digits, - and _")])
+    existing = conn.scalar(sa.select(connectors.c.id).where(
+        connectors.c.organization_id == organization_id, connectors.c.name == name))
+    values = {"type": kind, "settings": settings, "event_types": event_types, "updated_at": now}
+    if existing is None:
+        conn.execute(connectors.insert().values(organization_id=organization_id, name=name, created_at=now,
+                                                next_run_at=now if kind == "pull_import" else None, **values))
+        return "created"
+    conn.execute(connectors.update().where(connectors.c.id == existing).values(**values))
+    return "updated"
+
+
+def get(conn: sa.Connection, organization_id: int, name: str) -> sa.Row[Any]:
+    row = conn.execute(sa.select(connectors).where(
+        connectors.c.organization_id == organization_id, connectors.c.name == name)).first()
+    if row is None:
+        raise NotFound(f"no connector {name!r}")
+    return row
+
+
+def listing(conn: sa.Connection, organization_id: int) -> list[sa.Row[Any]]:
+    return conn.execute(sa.select(connectors).where(connectors.c.organization_id == organization_id)
+                        .order_by(connectors.c.name)).all()
+
+
+def delete(conn: sa.Connection, organization_id: int, name: str) -> None:
+    """Remove a connector; deliveries still waiting for it are dropped with it."""
+    row = get(conn, organization_id, name)
+    conn.execute(deliveries.delete().where(deliveries.c.connector_id == row.id))
+    conn.execute(connectors.delete().where(connectors.c.id == row.id))

@@ -1,0 +1,234 @@
+"""`portal worker`: drains the outbox through the organizations' connectors, runs reconciliation, and runs
+the scheduled pull imports.
+
+One loop: claim a batch of due deliveries (leased to this worker), deliver them concurrently, record each
+outcome, and when nothing is due sleep until the next delivery is (polling briefly, so a payment reaches the
+billing system within a second). Upstream trouble never escapes a delivery: it becomes a retry or a dead
+letter, and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from starlette.concurrency import run_in_threadpool
+
+from portal.clock import Clock, SystemClock, as_utc
+from portal.connectors import registry
+from portal.connectors.base import Connector, Event, Result
+from portal.db import Database
+from portal.db.connectors import connectors, deliveries
+from portal.db.customers import customers
+from portal.db.invoices import invoices
+from portal.db.organizations import organizations
+from portal.db.payments import outbox_events
+from portal.domain import deliveries as outbox
+from portal.money import format_minor
+from portal.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    batch: int = 100
+    concurrency: int = 32
+    lease_seconds: float = 30.0
+    max_attempts: int = 12
+    timeout_seconds: float = 10.0
+    idle_poll_seconds: float = 0.1
+    reconcile_seconds: float = 300.0
+
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> WorkerSettings:
+        env = os.environ if environ is None else environ
+        names = {"batch": int, "concurrency": int, "lease_seconds": float, "max_attempts": int,
+                 "timeout_seconds": float, "idle_poll_seconds": float, "reconcile_seconds": float}
+        return cls(**{name: kind(env[f"PORTAL_WORKER_{name.upper()}"]) for name, kind in names.items()
+                      if f"PORTAL_WORKER_{name.upper()}" in env})
+
+
+async def run_until_signalled(db: Database, settings: Settings) -> None:
+    """The `portal worker` process: runs until SIGTERM or SIGINT, then finishes the deliveries in hand."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    worker = Worker(db, settings, options=WorkerSettings.from_env())
+    try:
+        await worker.run(stop)
+    finally:
+        await worker.aclose()
+
+
+class Worker:
+    def __init__(self, db: Database, settings: Settings, *, options: WorkerSettings | None = None,
+                 clock: Clock | None = None, client: httpx.AsyncClient | None = None) -> None:
+        self.db, self.settings = db, settings
+        self.options = options or WorkerSettings()
+        self.clock = clock or SystemClock()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(self.options.timeout_seconds), follow_redirects=False,
+            limits=httpx.Limits(max_connections=self.options.concurrency))
+        self._connectors: dict[tuple[int, dt.datetime], Connector] = {}
+        self._next_reconcile = 0.0
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("worker %s started", self.owner)
+        while not stop.is_set():
+            try:
+                busy = await self.step()
+                await self._housekeeping()
+            except Exception:  # the loop must survive a database hiccup; the claims' leases protect the rest
+                log.exception("worker step failed")
+                busy = 0
+            if not busy:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=self.options.idle_poll_seconds)
+                except TimeoutError:
+                    pass
+        log.info("worker %s stopped", self.owner)
+
+    async def drain(self, max_steps: int = 1000) -> int:
+        """Deliver until nothing is due now (tests and `portal outbox drain`)."""
+        total = 0
+        for _ in range(max_steps):
+            done = await self.step()
+            if not done:
+                break
+            total += done
+        return total
+
+    async def step(self) -> int:
+        now = self.clock.now()
+        claimed = await run_in_threadpool(
+            self.db.run, outbox.claim, self.owner, now, limit=self.options.batch,
+            lease=dt.timedelta(seconds=self.options.lease_seconds))
+        if not claimed:
+            return 0
+        contexts = await run_in_threadpool(self.db.run, _contexts, [c.id for c in claimed], write=False)
+        semaphore = asyncio.Semaphore(self.options.concurrency)
+
+        async def one(item: outbox.Claimed) -> tuple[outbox.Claimed, Result]:
+            async with semaphore:
+                return item, await self._deliver(item, contexts.get(item.id))
+
+        results = await asyncio.gather(*(one(item) for item in claimed))
+        await run_in_threadpool(self.db.run, self._record, results)
+        return len(claimed)
+
+    async def _deliver(self, item: outbox.Claimed, context: dict[str, Any] | None) -> Result:
+        if context is None:
+            return Result("failed", "the delivery's event or connector is gone")
+        try:
+            connector = self._connector(context)
+            return await connector.deliver(context["event"], item.idempotency_key)
+        except Exception as exc:  # a connector bug must not take the worker down: it becomes a retry
+            log.exception("connector %s failed on delivery %s", context["connector_type"], item.id)
+            return Result("retry", f"connector error: {type(exc).__name__}: {exc}")
+
+    def _connector(self, context: dict[str, Any]) -> Connector:
+        key = (context["connector_id"], context["connector_updated_at"])
+        if key not in self._connectors:
+            self._connectors[key] = registry.build(context["connector_type"], context["connector_settings"],
+                                                   self._client, self.settings)
+        return self._connectors[key]
+
+    def _record(self, conn: sa.Connection, results: list[tuple[outbox.Claimed, Result]]) -> None:
+        now = self.clock.now()
+        for item, result in results:
+            if result.outcome == "delivered":
+                outbox.delivered(conn, item.id, self.owner, result.status_code, now)
+                continue
+            status = outbox.failed_attempt(
+                conn, item.id, self.owner, now, error=result.detail, status=result.status_code,
+                retry_after=result.retry_after, permanent=result.outcome == "failed",
+                max_attempts=self.options.max_attempts)
+            if status == "dead":
+                log.warning("delivery %s is dead after %s attempt(s): %s", item.id, item.attempts, result.detail)
+
+    async def _housekeeping(self) -> None:
+        """Reconciliation now and then, and the pull imports that are due."""
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._next_reconcile:
+            self._next_reconcile = loop.time() + self.options.reconcile_seconds
+            from portal.providers.registry import ProviderRegistry
+            from portal.reconcile import reconcile
+
+            report = await run_in_threadpool(reconcile, self.db, ProviderRegistry(self.settings), self.settings,
+                                             self.clock.now())
+            if report.asked:
+                log.info("reconciliation: %s", report)
+        await self._imports()
+
+    async def _imports(self) -> None:
+        now = self.clock.now()
+        due = await run_in_threadpool(self.db.run, lambda conn: conn.execute(sa.select(connectors).where(
+            connectors.c.type == "pull_import", connectors.c.next_run_at <= now)).all(), write=False)
+        for row in due:
+            from portal.connectors.pull_import import PullImporter
+
+            importer = PullImporter(row.settings, self._client)
+            try:
+                report = await importer.run(self.db, row.organization_id, row.cursor, now)
+                summary: dict[str, Any] = {"at": now.isoformat(), **report.__dict__}
+                cursor = report.cursor
+            except Exception as exc:
+                log.exception("import %s failed", row.name)
+                summary, cursor = {"at": now.isoformat(), "error": f"{type(exc).__name__}: {exc}"}, row.cursor
+            interval = dt.timedelta(seconds=int(row.settings.get("interval_seconds", 300)))
+            await run_in_threadpool(self.db.run, lambda conn, row=row, cursor=cursor, summary=summary: conn.execute(
+                connectors.update().where(connectors.c.id == row.id).values(
+                    cursor=cursor, last_run=summary, next_run_at=now + interval)))
+
+
+def _contexts(conn: sa.Connection, delivery_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Everything the claimed deliveries' connectors need, in one query."""
+    rows = conn.execute(
+        sa.select(deliveries.c.id, outbox_events.c.id.label("event_id"), outbox_events.c.event_type,
+                  outbox_events.c.payload, outbox_events.c.created_at, organizations.c.slug,
+                  connectors.c.id.label("connector_id"), connectors.c.type.label("connector_type"),
+                  connectors.c.settings.label("connector_settings"),
+                  connectors.c.updated_at.label("connector_updated_at"), invoices.c.external_id,
+                  invoices.c.number, invoices.c.currency, invoices.c.total_minor, invoices.c.amount_due_minor,
+                  invoices.c.paid_minor, invoices.c.status, customers.c.external_id.label("customer_external_id"),
+                  customers.c.name.label("customer_name"), customers.c.email, customers.c.locale)
+        .join(outbox_events, outbox_events.c.id == deliveries.c.event_id)
+        .join(organizations, organizations.c.id == deliveries.c.organization_id)
+        .join(connectors, connectors.c.id == deliveries.c.connector_id)
+        .outerjoin(invoices, invoices.c.id == outbox_events.c.invoice_id)
+        .outerjoin(customers, customers.c.id == invoices.c.customer_id)
+        .where(deliveries.c.id.in_(delivery_ids))).all()
+    contexts = {}
+    for row in rows:
+        invoice = customer = None
+        if row.external_id is not None:
+            invoice = {"external_id": row.external_id, "number": row.number, "currency": row.currency,
+                       "total": format_minor(row.total_minor, row.currency),
+                       "amount_due": format_minor(row.amount_due_minor, row.currency),
+                       "amount_paid": format_minor(row.paid_minor, row.currency), "status": row.status,
+                       "customer": row.customer_external_id}
+            customer = {"external_id": row.customer_external_id, "name": row.customer_name, "email": row.email,
+                        "locale": row.locale}
+        event = Event(id=row.event_id, type=row.event_type, organization_slug=row.slug,
+                      created_at=as_utc(row.created_at), data=row.payload, invoice=invoice,  # type: ignore[arg-type]
+                      customer=customer)
+        contexts[row.id] = {"event": event, "connector_id": row.connector_id, "connector_type": row.connector_type,
+                            "connector_settings": row.connector_settings,
+                            "connector_updated_at": row.connector_updated_at}
+    return contexts
