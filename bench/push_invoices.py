@@ -3,8 +3,9 @@
     .venv/bin/python bench/push_invoices.py                  # 100,000 invoices, SQLite then PostgreSQL
     .venv/bin/python bench/push_invoices.py --invoices 5000 --backend sqlite
 
-For each backend: a fresh database, `portal serve` as a subprocess, a few hundred customers pushed with
-PUT /api/v1/customers/{id}, then every invoice pushed with POST /api/v1/invoices/batch (all "created"),
+For each backend: a fresh database, `portal serve` as a subprocess, one batch pushed twice by another
+tenant to warm the server up, a few hundred customers pushed with PUT /api/v1/customers/{id}, then every
+invoice pushed with POST /api/v1/invoices/batch (all "created"),
 then the same bodies pushed again (all "unchanged"). Last, the rows the server stored are copied with the
 bare driver (sqlite3 / psycopg executemany) into twin tables with the same DDL and indexes, in batches of
 the same size, one transaction each: that is the ceiling the HTTP push is measured against. See README.md.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import random
 import re
 import sqlite3
@@ -361,6 +363,19 @@ def http_client(server: Server, api_key: str, concurrency: int) -> Iterator[http
         yield client
 
 
+def warm_up(server: Server, api_key: str, customers: Sequence[tuple[str, dict[str, Any]]], body: bytes) -> None:
+    """Push one batch twice (created, then unchanged) as another tenant, so that what a server does once
+    (compiling statements, building validators, filling the connection pool) is not timed. The tenant's
+    rows are not the benchmark's: the bare insert copies only the benchmark tenant's."""
+    with http_client(server, api_key, 1) as client:
+        put_customers(client, customers)
+        size = len(orjson.loads(body)["invoices"])
+        for expected in ("created", "unchanged"):
+            counts = send_batch(client, body)
+            if counts[expected] != size:
+                raise RuntimeError(f"warm-up: expected every invoice {expected}, got {counts}")
+
+
 def expect(result: PushResult, key: str, count: int, what: str) -> None:
     if result.counts[key] != count:
         raise RuntimeError(f"{what}: expected {count} {key}, got {result.counts}")
@@ -375,7 +390,10 @@ def run_backend(backend: str, args: argparse.Namespace, customers: list[tuple[st
         portal = Portal(url, Path(tmp))
         portal.upgrade()
         api_key = portal.create_tenant(slug, "Benchmark")
+        warmup_key = portal.create_tenant(f"{slug}-warmup", "Warm-up") if args.warmup else None
         with portal.serve() as server, http_client(server, api_key, args.concurrency) as client:
+            if warmup_key:
+                warm_up(server, warmup_key, customers, bodies[0])
             put_customers(client, customers)
             log(f"{backend}: {len(customers)} customers pushed, pushing {args.invoices} invoices")
             first = push_all(client, server, bodies, args.concurrency,
@@ -399,24 +417,36 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def report(results: Sequence[BackendResult], args: argparse.Namespace) -> str:
+def report(results: Sequence[BackendResult], args: argparse.Namespace, load: tuple[str, str]) -> str:
     header = ("backend", "invoices", "push s", "push inv/s", "bare inv/s", "push/bare", "re-push s",
-              "re-push/push", "server CPU s", "client CPU s")
+              "re-push/push", "server CPU us/inv", "client CPU s")
     rows = [header]
     for r in results:
         rows.append((r.backend, f"{r.invoices:,}", f"{r.first.seconds:.2f}", f"{r.push_rate:,.0f}",
                      f"{r.bare_rate:,.0f}", f"{r.ratio:.0%}", f"{r.repush.seconds:.2f}", f"{r.repush_ratio:.2f}",
-                     f"{r.first.server_cpu:.1f} / {r.repush.server_cpu:.1f}",
+                     f"{micros(r.first.server_cpu, r.invoices)} / {micros(r.repush.server_cpu, r.invoices)}",
                      f"{r.first.client_cpu:.1f} / {r.repush.client_cpu:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     lines.append("")
     lines.append(f"batches of {args.batch_size}, {args.concurrency} in flight, {args.customers} customers; "
-                 "bare = the same rows (invoice + its timeline row) by executemany, one transaction per batch; "
-                 "CPU s = first push / re-push")
+                 "bare = the same rows (invoice + its timeline row) by executemany, one transaction per batch")
+    lines.append("CPU = first push / re-push; the server's CPU time is steadier than wall time on a shared machine")
+    lines.append(f"load average (1 min) before / after: {load[0]} / {load[1]} on {os.cpu_count()} cores")
     lines.extend(targets(results))
     return "\n".join(lines)
+
+
+def micros(seconds: float, count: int) -> str:
+    return f"{seconds / count * 1e6:.0f}"
+
+
+def load_average() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
 
 
 def targets(results: Sequence[BackendResult]) -> list[str]:
@@ -439,6 +469,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="batches in flight at once (default 1)")
     parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="both")
     parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="time the server's first requests too (by default one batch is pushed twice "
+                             "by another tenant first)")
     parser.add_argument("--py-spy", type=Path, metavar="DIR",
                         help="write a py-spy profile of the server for each push into DIR")
     parser.add_argument("--py-spy-format", choices=("svg", "json", "txt"), default="svg",
@@ -450,8 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     customers, bodies = make_payloads(args.invoices, args.customers, args.batch_size, args.seed)
     backends = BACKENDS if args.backend == "both" else (args.backend,)
+    load_before = load_average()
     results = [run_backend(backend, args, customers, bodies) for backend in backends]
-    print(report(results, args))
+    print(report(results, args, (load_before, load_average())))
     return 0
 
 
