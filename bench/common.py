@@ -90,7 +90,7 @@ class Portal:
     def run(self, *args: str) -> str:
         """Run a `portal` subcommand; returns its stdout, raises with its stderr when it fails."""
         done = subprocess.run([str(portal_executable()), *args], env=self.env, cwd=self.workdir,
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"portal {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
         return done.stdout

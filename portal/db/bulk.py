@@ -24,8 +24,7 @@ def insert_many(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str
         return
     keys = tuple(rows[0])
     sql, names, positional = _compiled_insert(conn.dialect, table, keys)
-    converters = [(at, _converter(conn.dialect, table.c[name].type)) for at, name in enumerate(names)]
-    converters = [(at, convert) for at, convert in converters if convert is not None]
+    converters = _converters(conn.dialect, table, names)
     values_of = operator.itemgetter(*names)
     params: list[Any] = []
     for row in rows:
@@ -48,9 +47,14 @@ def _compiled_insert(dialect: Dialect, table: sa.Table, keys: tuple[str, ...]) -
     return compiled.string, names, compiled.positional
 
 
-def _converter(dialect: Dialect, type_: sa.types.TypeEngine[Any]) -> Callable[[Any], Any] | None:
-    process = type_.dialect_impl(dialect).bind_processor(dialect)
-    return None if process is None else _remember_last(process)
+def _converters(dialect: Dialect, table: sa.Table, names: Sequence[str]) -> list[tuple[int, Callable[[Any], Any]]]:
+    """(position, converter) of each parameter whose column type converts values before they are bound."""
+    found = []
+    for at, name in enumerate(names):
+        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            found.append((at, _remember_last(process)))
+    return found
 
 
 def _remember_last(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
