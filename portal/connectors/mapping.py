@@ -39,7 +39,7 @@ MONEY_FIELDS = frozenset({"total", "amount_due", "lines.unit_price", "lines.tota
 DATE_FIELDS = frozenset({"issue_date", "due_date", "delivery_date"})
 RULE_KEYS = frozenset({"path", "const", "template", "map", "default", "minor_units", "date"})
 SOURCES = ("path", "const", "template")
-ROOT = "$"   # in a line of "each" mode, a path that starts with "$." is read from the item, not the element
+ROOT = "$"   # a path that starts with "$." is read from the whole item (in "each" lines: not from the element)
 
 _SEGMENT = re.compile(r"[^.\s{}\[\]]+")
 _MINOR = re.compile(r"-?[0-9]+")
@@ -102,8 +102,8 @@ def minor_units_text(value: Any, currency: str | None) -> str | None:
     -> "12.34", 1234 JPY -> "1234". Exact: integers all the way."""
     if value is None:
         return None
-    if isinstance(value, bool) or isinstance(value, float):
-        raise ValueError(as_text_error(value))
+    if isinstance(value, (bool, float, dict, list)):
+        as_text(value)  # raises with the reason
     if isinstance(value, int):
         minor = value
     elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
@@ -118,14 +118,6 @@ def minor_units_text(value: Any, currency: str | None) -> str | None:
         return format_minor(minor, currency)
     except MoneyError as exc:
         raise ValueError(f"cannot read minor units: {exc}") from exc
-
-
-def as_text_error(value: Any) -> str:
-    try:
-        as_text(value)
-    except ValueError as exc:
-        return str(exc)
-    return f"{_show(value)} is not a whole number of minor units"
 
 
 def date_text(text: str | None) -> str | None:
@@ -188,18 +180,16 @@ class Rule:
             if self.default is None:
                 return None
             raw = self.default
-        if self.minor_units:
-            text = minor_units_text(raw, currency)
-        else:
+        if self.value_map is not None:
             text = as_text(raw)
-        if self.value_map is not None and text is not None:
             if text not in self.value_map:
                 known = ", ".join(repr(key) for key in self.value_map)
                 raise ValueError(f"{_show(text)} (from {self.source}) is not one of the mapped values ({known})")
-            text = self.value_map[text]
-        if self.date:
-            text = date_text(text)
-        return text
+            raw = self.value_map[text]
+        if self.minor_units:
+            return minor_units_text(raw, currency)
+        text = as_text(raw)
+        return date_text(text) if self.date else text
 
     def _render(self, element: Any, item: Any) -> str:
         parts = []
@@ -240,7 +230,7 @@ class Mapping:
             raise ValueError("; ".join(problems))
         fields = _normalized(spec)
         self.rules: dict[str, Rule] = {
-            name: _rule(name, rule_spec, in_each=False) for name, rule_spec in fields.items() if name != "lines"}
+            name: _rule(name, rule_spec) for name, rule_spec in fields.items() if name != "lines"}
         self.line_rules = _line_rules(fields.get("lines"))
 
     @staticmethod
@@ -273,7 +263,7 @@ class Mapping:
             elif name == "lines":
                 problems += _line_problems(rule_spec, where)
             else:
-                problems += _rule_problems(name, rule_spec, where, in_each=False)
+                problems += _rule_problems(name, rule_spec, where)
         problems += [f"{prefix}.{name}: required" for name in REQUIRED if name not in fields]
         return problems
 
@@ -318,8 +308,8 @@ class Mapping:
         if parts[0] == "lines" and len(parts) == 3 and parts[1].isdigit() and self.line_rules.lines:
             index = 0 if self.line_rules.each is not None else int(parts[1])
             if index < len(self.line_rules.lines) and parts[2] in self.line_rules.lines[index]:
-                rule = self.line_rules.lines[index][parts[2]]
-                return rule.source if rule.path is not None else None
+                line_rule = self.line_rules.lines[index][parts[2]]
+                return line_rule.source if line_rule.path is not None else None
             return None
         name = "customer.external_id" if parts == ["customer"] else ".".join(parts)
         rule = self.rules.get(name)
@@ -367,18 +357,18 @@ def _line_problems(spec: Any, where: str) -> list[str]:
         if not spec:
             return [f"{where}: give at least one line, or leave lines out"]
         return [problem for index, line in enumerate(spec)
-                for problem in _line_fields_problems(line, f"{where}[{index}]", in_each=False)]
+                for problem in _line_fields_problems(line, f"{where}[{index}]")]
     if isinstance(spec, dict) and set(spec) <= {"each", "fields"}:
         problems = []
         each = spec.get("each")
         if not isinstance(each, str) or split_path(each) is None:
             problems.append(f"{where}.each: a dotted path to the list of lines in the item, e.g. \"prices.lines\"")
-        return problems + _line_fields_problems(spec.get("fields"), f"{where}.fields", in_each=True)
-    return [f"{where}: a list of line mappings (fixed lines read from the item), or "
-            f"{{\"each\": \"path.to.list\", \"fields\": {{...}}}} (one line per element)"]
+        return problems + _line_fields_problems(spec.get("fields"), f"{where}.fields")
+    return [(f"{where}: a list of line mappings (fixed lines read from the item), or "
+             f"{{\"each\": \"path.to.list\", \"fields\": {{...}}}} (one line per element)")]
 
 
-def _line_fields_problems(spec: Any, where: str, *, in_each: bool) -> list[str]:
+def _line_fields_problems(spec: Any, where: str) -> list[str]:
     if not isinstance(spec, dict):
         return [f"{where}: an object with {', '.join(LINE_FIELDS)}"]
     problems = []
@@ -386,23 +376,23 @@ def _line_fields_problems(spec: Any, where: str, *, in_each: bool) -> list[str]:
         if name not in LINE_FIELDS:
             problems.append(f"{where}.{name}: not a line field ({', '.join(LINE_FIELDS)})")
         else:
-            problems += _rule_problems(f"lines.{name}", rule_spec, f"{where}.{name}", in_each=in_each)
+            problems += _rule_problems(f"lines.{name}", rule_spec, f"{where}.{name}")
     problems += [f"{where}.{name}: required" for name in LINE_FIELDS if name not in spec]
     return problems
 
 
-def _path_problem(text: Any, where: str, *, in_each: bool) -> str | None:
+def _path_problem(text: Any, where: str) -> str | None:
     if not isinstance(text, str):
         return f"{where}: a path must be text, e.g. \"notice.operator.id\""
-    body = text.removeprefix(ROOT + ".") if in_each else text
+    body = text.removeprefix(ROOT + ".")
     if split_path(body) is None:
         return f"{where}: {text!r} is not a dotted path such as \"notice.operator.id\""
     return None
 
 
-def _rule_problems(name: str, spec: Any, where: str, *, in_each: bool) -> list[str]:
+def _rule_problems(name: str, spec: Any, where: str) -> list[str]:
     if isinstance(spec, str):
-        problem = _path_problem(spec, where, in_each=in_each)
+        problem = _path_problem(spec, where)
         return [problem] if problem else []
     if not isinstance(spec, dict):
         return [f"{where}: a dotted path, or an object with one of {', '.join(SOURCES)}"]
@@ -412,12 +402,12 @@ def _rule_problems(name: str, spec: Any, where: str, *, in_each: bool) -> list[s
     if len(sources) != 1:
         problems.append(f"{where}: give exactly one of path, const or template"
                         + (f" (got {', '.join(sources)})" if sources else ""))
-    if "path" in spec and (problem := _path_problem(spec["path"], f"{where}.path", in_each=in_each)):
+    if "path" in spec and (problem := _path_problem(spec["path"], f"{where}.path")):
         problems.append(problem)
     if "const" in spec and not _is_scalar(spec["const"]):
         problems.append(f"{where}.const: text or a whole number (write decimals as text, e.g. \"5.5\")")
     if "template" in spec:
-        problems += _template_problems(spec["template"], f"{where}.template", in_each=in_each)
+        problems += _template_problems(spec["template"], f"{where}.template")
     if "default" in spec and not _is_scalar(spec["default"]):
         problems.append(f"{where}.default: text or a whole number")
     if "map" in spec:
@@ -441,15 +431,15 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
-def _template_parts(text: str, *, in_each: bool) -> tuple[tuple[str, tuple[str, ...] | None, bool], ...]:
-    parts = []
+def _template_parts(text: str) -> tuple[tuple[str, tuple[str, ...] | None, bool], ...]:
+    parts: list[tuple[str, tuple[str, ...] | None, bool]] = []
     for literal, field, spec, conversion in string.Formatter().parse(text):
         if field is None:
             parts.append((literal, None, False))
             continue
         if spec or conversion:
             raise ValueError(f"{{{field}}}: no format specs or conversions, only {{dotted.path}}")
-        from_root = in_each and field.startswith(ROOT + ".")
+        from_root = field.startswith(ROOT + ".")
         path = split_path(field.removeprefix(ROOT + ".") if from_root else field)
         if path is None:
             raise ValueError(f"{{{field}}} is not a dotted path")
@@ -457,29 +447,29 @@ def _template_parts(text: str, *, in_each: bool) -> tuple[tuple[str, tuple[str, 
     return tuple(parts)
 
 
-def _template_problems(text: Any, where: str, *, in_each: bool) -> list[str]:
+def _template_problems(text: Any, where: str) -> list[str]:
     if not isinstance(text, str) or "{" not in text:
         return [f"{where}: text with {{dotted.path}} placeholders, e.g. \"molink-{{id}}\""]
     try:
-        _template_parts(text, in_each=in_each)
+        _template_parts(text)
     except ValueError as exc:
         return [f"{where}: {exc}"]
     return []
 
 
-def _rule(name: str, spec: Any, *, in_each: bool) -> Rule:
+def _rule(name: str, spec: Any) -> Rule:
     if isinstance(spec, str):
         spec = {"path": spec}
     path, from_root = None, False
     if "path" in spec:
-        from_root = in_each and spec["path"].startswith(ROOT + ".")
+        from_root = spec["path"].startswith(ROOT + ".")
         path = split_path(spec["path"].removeprefix(ROOT + ".") if from_root else spec["path"])
     default = spec.get("default")
     const = spec.get("const")
     return Rule(
         name=name, path=path, from_root=from_root,
         const=str(const) if const is not None else None,
-        template=_template_parts(spec["template"], in_each=in_each) if "template" in spec else None,
+        template=_template_parts(spec["template"]) if "template" in spec else None,
         value_map=dict(spec["map"]) if "map" in spec else None,
         default=str(default) if default is not None else None,
         minor_units=spec.get("minor_units", False), date=spec.get("date", False))
@@ -490,7 +480,7 @@ def _line_rules(spec: Any) -> LineRules:
         return LineRules(each=None, lines=())
     if isinstance(spec, list):
         return LineRules(each=None, lines=tuple(
-            {name: _rule(f"lines.{name}", rule_spec, in_each=False) for name, rule_spec in line.items()}
+            {name: _rule(f"lines.{name}", rule_spec) for name, rule_spec in line.items()}
             for line in spec))
     return LineRules(each=split_path(spec["each"]), lines=(
-        {name: _rule(f"lines.{name}", rule_spec, in_each=True) for name, rule_spec in spec["fields"].items()},))
+        {name: _rule(f"lines.{name}", rule_spec) for name, rule_spec in spec["fields"].items()},))
