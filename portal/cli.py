@@ -342,7 +342,9 @@ def connector_put(org_slug: str, name: str, kind: str, settings_json: str) -> No
         settings = json.loads(settings_json)
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}") from exc
-    problems = registry.validate(kind, settings) if isinstance(settings, dict) else ["settings: a JSON object"]
+    allow_private = _settings().connectors_allow_private_networks
+    problems = (registry.validate(kind, settings, allow_private_networks=allow_private) if isinstance(settings, dict)
+                else ["settings: a JSON object"])
     if problems:
         click.echo("error: " + "; ".join(problems), err=True)
         sys.exit(1)

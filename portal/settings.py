@@ -32,6 +32,28 @@ class Limits:
 
 
 @dataclasses.dataclass(frozen=True)
+class SmtpSettings:
+    """Where outgoing mail goes (portal.mail). Mail is configured when both the host and the sender are set;
+    until then sending answers 503 and the email connector retries. With `starttls` (the default) the session
+    must be upgraded to TLS, with the server's certificate verified, before any login or message."""
+
+    host: str = ""
+    port: int = 587
+    username: str = ""
+    password: str = dataclasses.field(default="", repr=False)
+    starttls: bool = True
+    # The envelope sender and the address of From:, e.g. "billing@quittance.example"; organizations' names
+    # are put in front of it as the display name.
+    mail_from: str = ""
+    # Seconds for connecting and for each reply of the server.
+    timeout: float = 10.0
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.host and self.mail_from)
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite:///var/quittance.db"
     storage_dir: Path = Path("var/documents")
@@ -51,6 +73,10 @@ class Settings:
     stripe_api_key: str = ""
     stripe_api_url: str = ""
     stripe_webhook_secrets: tuple[str, ...] = ()
+    smtp: SmtpSettings = dataclasses.field(default_factory=SmtpSettings)
+    # Connectors may call loopback and private addresses (a billing system on the same network). Off by default:
+    # an API key must not be able to aim our worker at internal services.
+    connectors_allow_private_networks: bool = False
     # Debug logging of SQL; never on in production.
     echo_sql: bool = False
 
@@ -83,6 +109,12 @@ class Settings:
             stripe_api_key=env.get("PORTAL_STRIPE_API_KEY", ""),
             stripe_api_url=env.get("PORTAL_STRIPE_API_URL", "").rstrip("/"),
             stripe_webhook_secrets=_list(env.get("PORTAL_STRIPE_WEBHOOK_SECRETS", "")),
+            smtp=SmtpSettings(
+                host=env.get("PORTAL_SMTP_HOST", ""), port=int(env.get("PORTAL_SMTP_PORT") or SmtpSettings.port),
+                username=env.get("PORTAL_SMTP_USERNAME", ""), password=env.get("PORTAL_SMTP_PASSWORD", ""),
+                starttls=env.get("PORTAL_SMTP_STARTTLS", "1").strip().lower() not in ("0", "false", "no", "off"),
+                mail_from=env.get("PORTAL_MAIL_FROM", "").strip()),
+            connectors_allow_private_networks=env.get("PORTAL_CONNECTORS_ALLOW_PRIVATE_NETWORKS", "") == "1",
             echo_sql=env.get("PORTAL_ECHO_SQL", "") == "1",
         )
 

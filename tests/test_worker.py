@@ -34,7 +34,7 @@ def upstream() -> Iterator[tuple[Upstream, str]]:
 
 
 def connect(database: Any, tenant: Tenant, clock: Any, name: str, kind: str, settings: dict[str, Any]) -> None:
-    assert registry.validate(kind, settings) == []
+    assert registry.validate(kind, settings, allow_private_networks=True) == []
     database.run(config.put, tenant.org.id, name, kind, settings, registry.event_types(kind, settings), clock.now())
 
 
@@ -219,6 +219,12 @@ def test_connector_api(tenant: Tenant, other_tenant: Tenant) -> None:
     assert created.status_code == 201, created.text
     assert created.json()["settings"]["secret"] == "…6789"
     assert created.json()["event_types"] == ["invoice.paid"]
+    for internal in ("http://127.0.0.1:5432/", "http://169.254.169.254/latest/meta-data", "http://10.0.0.7/",
+                     "http://[::1]/", "http://localhost/", "http://db.internal/"):
+        refused = tenant.client.put("/api/v1/connectors/ssrf", json={
+            "type": "webhook", "settings": {"url": internal, "secret": SECRET}})
+        assert refused.status_code == 422, internal
+        assert "private" in refused.json()["errors"][0]["message"]
     bad = tenant.client.put("/api/v1/connectors/erp", json={"type": "webhook", "settings": {"url": "ftp://x"}})
     assert bad.status_code == 422
     assert {e["path"] for e in bad.json()["errors"]} == {"/settings"}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -27,11 +29,36 @@ def _importer() -> Any:
     return PullImporter
 
 
-def validate(kind: str, settings: dict[str, Any]) -> list[str]:
+def validate(kind: str, settings: dict[str, Any], *, allow_private_networks: bool = False) -> list[str]:
     if kind not in TYPES:
         return [f"type: one of {', '.join(TYPES)}"]
     cls = DELIVERING.get(kind) or (_email() if kind == "email" else _importer())
-    return list(cls.validate_settings(settings))
+    problems = list(cls.validate_settings(settings))
+    if not allow_private_networks:
+        problems += [f"{key}: {url} is a loopback, private or link-local address; our worker will not call it"
+                     for key, url in _urls(settings) if _is_internal(url)]
+    return problems
+
+
+def _urls(settings: dict[str, Any]) -> list[tuple[str, str]]:
+    found = [(key, str(settings[key])) for key in ("url", "base") if isinstance(settings.get(key), str)]
+    for event_type, spec in (settings.get("requests") or {}).items():
+        if isinstance(spec, dict) and isinstance(spec.get("url"), str) and not spec["url"].startswith("{base}"):
+            found.append((f"requests.{event_type}.url", spec["url"]))
+    return found
+
+
+def _is_internal(url: str) -> bool:
+    """Addresses a tenant must not make our servers call (cloud metadata, the database, the admin network).
+    A name that resolves to such an address is caught at the network level, not here."""
+    host = (urlsplit(url).hostname or "").strip("[]").lower()
+    if host == "localhost" or host.endswith((".localhost", ".internal", ".local")):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not address.is_global
 
 
 def event_types(kind: str, settings: dict[str, Any]) -> list[str]:
