@@ -7,6 +7,7 @@ checkout is still open, asks the provider: the webhook may arrive before or afte
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from portal.db.payments import checkouts as checkout_rows
 from portal.domain import checkouts, payments
 from portal.domain.checkouts import OPEN_STATES
 from portal.domain.links import DebtorScope
@@ -112,7 +114,7 @@ async def start_checkout(request: Request) -> Response:
         description=_description(debtor_req.scope, items), idempotency_key=f"quittance-{checkout.public_id}",
         lines=tuple(CheckoutLine(f"{item.number or item.external_id}", item.amount_minor) for item in items),
         return_url=f"{base}/portal/checkouts/{checkout.public_id}",
-        cancel_url=f"{base}/portal/checkouts/{checkout.public_id}",
+        cancel_url=f"{base}/portal/checkouts/{checkout.public_id}?cancelled=1",
         webhook_url=f"{base}/webhooks/{provider_name}/{debtor_req.scope.organization_slug}",
         locale=debtor_req.language, method=checkout.method)
     try:
@@ -158,7 +160,18 @@ async def return_page(request: Request) -> Response:
         return checkouts.for_debtor(conn, scope, public_id), config_for(conn, scope.organization_id, services.settings)
 
     debtor_req, (checkout, config) = await debtor_request(request, read)
-    if checkout.status in ("open", "processing") and checkout.provider_ref:
+    cancelling = request.query_params.get("cancelled") == "1" and checkout.status == "open"
+    if cancelling and checkout.provider_ref:
+        # Back through the provider's cancel link. Stripe leaves the Session open (a day by default): without
+        # this the page would say "being processed" until then and offer no way to try again. Cancelled first,
+        # then stopped at the provider; if it was paid after all, the provider's answer below still says so.
+        await services.db.write(_cancelled_by_debtor, checkout.id, services.now())
+        try:
+            await run_in_threadpool(services.providers.get(checkout.provider, config).cancel, checkout.provider_ref)
+        except ProviderError:
+            pass
+        checkout = await services.db.read(lambda conn: checkouts.for_debtor(conn, debtor_req.scope, public_id))
+    if (checkout.status in ("open", "processing") or cancelling) and checkout.provider_ref:
         # Reconcile now rather than wait for the webhook; the same service applies it, so both are safe.
         try:
             observation = await run_in_threadpool(services.providers.get(checkout.provider, config).fetch,
@@ -174,6 +187,11 @@ async def return_page(request: Request) -> Response:
         "amount": Amount(checkout.amount_minor, checkout.currency),
         "retry_ids": [item.id for item in items],
     })
+
+
+def _cancelled_by_debtor(conn: sa.Connection, checkout_id: int, now: dt.datetime) -> None:
+    conn.execute(checkout_rows.update().where(checkout_rows.c.id == checkout_id, checkout_rows.c.status == "open")
+                 .values(status="cancelled", updated_at=now))
 
 
 routes = [
