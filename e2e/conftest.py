@@ -1,6 +1,8 @@
 """The real product for the browser tests: `portal serve` in its own process on a free loopback port, with a
 throwaway SQLite database and document store, filled through the machine API over HTTP as a billing system
-would fill it; and Chromium (Debian's, launched by path) driven by Playwright.
+would fill it; the Mollie and Stripe emulators in this process (their own threads and loopback ports), which
+the server's real SDKs call and which deliver webhooks to the server over real HTTP; and Chromium (Debian's,
+launched by path) driven by Playwright.
 
 Dates are relative to today (the server runs on the system clock), with margins of days, so the same
 invoices are overdue, due soon or open on every run.
@@ -9,6 +11,7 @@ invoices are overdue, due soon or open on every run.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import secrets
@@ -26,6 +29,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
+from portal.emulators.mollie import MollieEmulator
+from portal.emulators.stripe import StripeEmulator
+
 REPO = Path(__file__).resolve().parent.parent
 AXE_JS = REPO / "e2e" / "node_modules" / "axe-core" / "axe.min.js"
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
@@ -36,6 +42,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 TIMEOUT_MS = 5_000
 ORG_SLUG = "harbour"
 ORG_NAME = "Harbour Supplies"
+# The server's provider settings; the emulators accept only these keys.
+MOLLIE_KEY = "test_quittancee2e"
+STRIPE_KEY = "sk_test_quittance_e2e"
+STRIPE_WEBHOOK_SECRET = "whsec_quittance_e2e"
 
 
 # --- data -------------------------------------------------------------------------------------------------
@@ -123,6 +133,14 @@ def _tail(path: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
+@dataclass(frozen=True)
+class Providers:
+    """The payment provider emulators the server talks to."""
+
+    mollie: MollieEmulator
+    stripe: StripeEmulator
+
+
 @dataclass
 class PortalServer:
     """A running portal with the data above: its address, an API client, and what was pushed."""
@@ -133,6 +151,7 @@ class PortalServer:
     log_path: Path
     pdfs: dict[str, bytes] = field(default_factory=dict)  # invoice number -> the bytes pushed
     ids: dict[str, int] = field(default_factory=dict)  # invoice number -> id in portal URLs
+    providers: Providers | None = None
 
     def link(self, customer: str = MAIN.external_id, invoices: list[str] | None = None) -> str:
         """A fresh portal link, issued through the machine API."""
@@ -152,16 +171,25 @@ class PortalServer:
         return self.today + dt.timedelta(days=offset)
 
 
-def _portal_env(workdir: Path, base_url: str) -> dict[str, str]:
+def _portal_env(workdir: Path, base_url: str, providers: Providers | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
     env.update({
         "PORTAL_DATABASE_URL": f"sqlite:///{workdir / 'portal.db'}",
         "PORTAL_STORAGE_DIR": str(workdir / "documents"),
+        # The server's real loopback address: links, return pages and the webhook URLs the providers call.
         "PORTAL_BASE_URL": base_url,
         "PORTAL_SECRET_KEYS": secrets.token_urlsafe(32),
         "NO_PROXY": "127.0.0.1,localhost",
         "PYTHONUNBUFFERED": "1",
     })
+    if providers is not None:
+        env.update({
+            "PORTAL_MOLLIE_API_KEY": MOLLIE_KEY,
+            "PORTAL_MOLLIE_API_URL": providers.mollie.base_url,
+            "PORTAL_STRIPE_API_KEY": STRIPE_KEY,
+            "PORTAL_STRIPE_API_URL": providers.stripe.base_url,
+            "PORTAL_STRIPE_WEBHOOK_SECRETS": STRIPE_WEBHOOK_SECRET,
+        })
     return env
 
 
@@ -244,11 +272,29 @@ def _discover_ids(server: PortalServer) -> None:
 
 
 @pytest.fixture(scope="session")
-def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PortalServer]:
+def providers() -> Iterator[Providers]:
+    """Mollie and Stripe emulators for the whole run, served from threads of this process on loopback ports.
+    Their retry clocks are compressed (an hour a second), so a refused webhook is retried within the test."""
+    mollie = MollieEmulator({MOLLIE_KEY})
+    stripe = StripeEmulator({STRIPE_KEY}, webhook_secrets=[STRIPE_WEBHOOK_SECRET])
+    try:
+        mollie.start()
+        stripe.start()
+        yield Providers(mollie, stripe)
+    finally:
+        stripe.stop()
+        mollie.stop()
+
+
+@pytest.fixture(scope="session")
+def portal(tmp_path_factory: pytest.TempPathFactory, providers: Providers) -> Iterator[PortalServer]:
     workdir = tmp_path_factory.mktemp("portal")
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = _portal_env(workdir, base_url)
+    env = _portal_env(workdir, base_url, providers)
+    # Stripe sends every event to the endpoints registered in its dashboard; Mollie calls the webhookUrl the
+    # server puts in each payment.
+    providers.stripe.add_webhook_endpoint(f"{base_url}/webhooks/stripe/{ORG_SLUG}", STRIPE_WEBHOOK_SECRET)
     _portal_command(env, workdir, "db", "upgrade")
     log_path = workdir / "server.log"
     with open(log_path, "wb") as log:
@@ -262,7 +308,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PortalServer]:
         _wait_until_ready(base_url, process, log_path)
         with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=10,
                           trust_env=False) as api:
-            server = PortalServer(base_url, api, dt.datetime.now(dt.UTC).date(), log_path)
+            server = PortalServer(base_url, api, dt.datetime.now(dt.UTC).date(), log_path, providers=providers)
             _push_data(server)
             _discover_ids(server)
             yield server
@@ -369,3 +415,24 @@ def screenshot(page: Page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# --- accessibility ----------------------------------------------------------------------------------------
+
+AXE_RUN = """async () => {
+  const result = await axe.run(document, {resultTypes: ["violations"]});
+  return result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help, helpUrl: v.helpUrl,
+    nodes: v.nodes.map(n => ({target: n.target, html: n.html, summary: n.failureSummary}))}));
+}"""
+BLOCKING_IMPACTS = {"serious", "critical"}
+
+
+def axe_problems(page: Page, name: str) -> list[dict[str, Any]]:
+    """Run axe-core on the page as it is now and return its serious or critical violations (all violations
+    are printed). Injecting axe needs a context made with bypass_csp=True: our CSP forbids injected scripts."""
+    assert AXE_JS.exists(), f"{AXE_JS} missing: run `npm ci --prefix e2e` (scripts/install --test does)"
+    page.add_script_tag(path=str(AXE_JS))
+    violations: list[dict[str, Any]] = page.evaluate(AXE_RUN)
+    if violations:
+        print(f"axe on {name} ({page.url}):\n{json.dumps(violations, indent=2, ensure_ascii=False)}")
+    return [v for v in violations if v["impact"] in BLOCKING_IMPACTS]
