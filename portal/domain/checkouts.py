@@ -119,6 +119,12 @@ def provider_failed(conn: sa.Connection, checkout_id: int, now: dt.datetime) -> 
         status="failed", updated_at=now))
 
 
+def cancelled_by_debtor(conn: sa.Connection, checkout_id: int, now: dt.datetime) -> None:
+    """The debtor came back through the provider's cancel link."""
+    conn.execute(checkouts.update().where(checkouts.c.id == checkout_id, checkouts.c.status == "open").values(
+        status="cancelled", updated_at=now))
+
+
 def for_debtor(conn: sa.Connection, scope: DebtorScope, public_id: str) -> sa.Row[Any]:
     row = conn.execute(sa.select(checkouts).where(
         checkouts.c.organization_id == scope.organization_id, checkouts.c.customer_id == scope.customer_id,

@@ -187,13 +187,16 @@ class StripeEmulator:
         out = copy.deepcopy(session)
         if "line_items" in expand:
             out["line_items"] = self._get_lines({}, {}, session["id"])
-        if "payment_intent" in expand and session["payment_intent"]:
-            out["payment_intent"] = copy.deepcopy(self._get("payment_intent", session["payment_intent"]))
+        if ("payment_intent" in expand or "payment_intent.latest_charge" in expand) and session["payment_intent"]:
+            intent = copy.deepcopy(self._get("payment_intent", session["payment_intent"]))
+            if "payment_intent.latest_charge" in expand and intent.get("latest_charge"):
+                intent["latest_charge"] = copy.deepcopy(self._get("charge", intent["latest_charge"]))
+            out["payment_intent"] = intent
         return out
 
     def _get_session(self, p: dict[str, Any], req: dict[str, Any], id: str) -> dict[str, Any]:
-        return self._render_session(self._get("checkout.session", id), self._expand(p, {"payment_intent",
-                                                                                            "line_items"}))
+        return self._render_session(self._get("checkout.session", id), self._expand(
+            p, {"payment_intent", "payment_intent.latest_charge", "line_items"}))
 
     def _get_lines(self, p: dict[str, Any], req: dict[str, Any], id: str) -> dict[str, Any]:
         self._get("checkout.session", id)

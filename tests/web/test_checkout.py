@@ -90,13 +90,19 @@ def test_pay_two_invoices_with_mollie_ideal(debtor: Debtor, database: Any, molli
     assert [e["type"] for e in events] == ["invoice.paid", "invoice.paid"]
 
 
-def test_return_before_webhook_asks_mollie(debtor: Debtor, database: Any, mollie: Any) -> None:  # noqa: F811
+def test_return_before_webhook_asks_mollie(debtor: Debtor, database: Any, mollie: Any,  # noqa: F811
+                                          clock: Any) -> None:
     answer = checkout(debtor, database, "mollie:bancontact", "A")
     payment_id = answer.headers["location"].rsplit("/", 1)[1]
     return_url = mollie.payment(payment_id)["redirectUrl"].removeprefix("http://testserver")
     waiting = debtor.get(return_url).text
-    assert '<meta http-equiv="refresh" content="3">' in waiting, "refreshes without JavaScript while open"
+    assert '<noscript><meta http-equiv="refresh" content="5;url=' in waiting, "reloads itself without JavaScript"
+    assert 'src="/static/checkout-status.js"' in waiting and f"{return_url}/status" in waiting
+    assert debtor.get(f"{return_url}/status").json() == {"status": "open", "waiting": True}
     mollie.set_status(payment_id, "paid", send_webhook=False)
+    assert debtor.get(f"{return_url}/status").json()["waiting"] is True, "the provider is asked at most every 5 s"
+    clock.advance(seconds=6)
+    assert debtor.get(f"{return_url}/status").json() == {"status": "paid", "waiting": False}
     assert 'class="confirmation"' in debtor.get(return_url).text
     TestClient(debtor.client.app).post("/webhooks/mollie/acme", data={"id": payment_id})
     assert count(database, payments) == 1
@@ -228,6 +234,26 @@ def test_different_currencies_cannot_be_paid_together(debtor: Debtor, database: 
     message = translations("fr").gettext("Invoices in different currencies cannot be paid together. Please select "
                                          "invoices in one currency.")
     assert str(escape(message)) in page.text, "said in the debtor's language"
+
+
+def test_without_javascript_the_page_stops_reloading_after_a_while(debtor: Debtor, database: Any,
+                                                                     mollie: Any) -> None:  # noqa: F811
+    answer = checkout(debtor, database, "mollie:banktransfer", "A")
+    return_url = mollie.payment(answer.headers["location"].rsplit("/", 1)[1])["redirectUrl"].removeprefix(
+        "http://testserver")
+    assert 'http-equiv="refresh"' in debtor.get(return_url, params={"check": "35"}).text
+    last = debtor.get(return_url, params={"check": "36"}).text
+    assert 'http-equiv="refresh"' not in last and f'href="{return_url}"' in last
+
+
+def test_back_through_the_providers_cancel_link(debtor: Debtor, database: Any, stripe_emulator: Any) -> None:  # noqa: F811
+    answer = checkout(debtor, database, "stripe:card", "A")
+    session_id = answer.headers["location"].rsplit("/", 1)[1]
+    cancel_url = stripe_emulator.session(session_id)["cancel_url"].removeprefix("http://testserver")
+    page = debtor.get(cancel_url)
+    assert 'http-equiv="refresh"' not in page.text and "/portal/pay?invoice=" in page.text
+    assert stripe_emulator.session(session_id)["status"] == "expired", "stopped at the provider too"
+    assert invoice_state(database)["A"] == ("open", 0)
 
 
 def test_a_new_checkout_cancels_the_open_one(debtor: Debtor, database: Any, mollie: Any) -> None:  # noqa: F811

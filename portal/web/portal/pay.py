@@ -7,17 +7,17 @@ checkout is still open, asks the provider: the webhook may arrive before or afte
 
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
+import threading
 from typing import Any
 
 import sqlalchemy as sa
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from portal.db.payments import checkouts as checkout_rows
 from portal.domain import checkouts, payments
 from portal.domain.checkouts import OPEN_STATES
 from portal.domain.links import DebtorScope
@@ -151,8 +151,35 @@ async def _cancel_at_providers(services: Any, config: ProviderConfig, superseded
                 pass  # reconciliation picks it up; if it gets paid anyway, both payments are recorded
 
 
-async def return_page(request: Request) -> Response:
-    """GET /portal/checkouts/{id}: paid, processing, failed or cancelled, from our state or the provider's."""
+class ProviderPolls:
+    """At most one question to the provider per checkout every few seconds: a tab left waiting on a bank
+    transfer (open for days) must not turn into a stream of API calls. Per process, which is enough for that."""
+
+    INTERVAL = 5.0
+
+    def __init__(self) -> None:
+        self._asked: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, public_id: str, now: float) -> bool:
+        with self._lock:
+            if now - self._asked.get(public_id, -self.INTERVAL) < self.INTERVAL:
+                return False
+            self._asked[public_id] = now
+            if len(self._asked) > 10_000:  # forget the oldest questions rather than grow without bound
+                for key in sorted(self._asked, key=self._asked.__getitem__)[:5_000]:
+                    del self._asked[key]
+            return True
+
+
+POLLS = ProviderPolls()
+# Without JavaScript the page reloads itself this many times (every 5 s), then offers a "check again" link.
+NOSCRIPT_CHECKS = 36
+
+
+async def _current_checkout(request: Request, *, cancelling: bool = False) -> tuple[DebtorRequest, Any]:
+    """The checkout as we know it, brought up to date by the provider while it is still open: the webhook may
+    come before or after the debtor. Reconciled through the same service, so both orders are safe."""
     public_id = request.path_params["public_id"]
     services = services_of(request)
 
@@ -160,42 +187,51 @@ async def return_page(request: Request) -> Response:
         return checkouts.for_debtor(conn, scope, public_id), config_for(conn, scope.organization_id, services.settings)
 
     debtor_req, (checkout, config) = await debtor_request(request, read)
-    cancelling = request.query_params.get("cancelled") == "1" and checkout.status == "open"
-    if cancelling and checkout.provider_ref:
-        # Back through the provider's cancel link. Stripe leaves the Session open (a day by default): without
-        # this the page would say "being processed" until then and offer no way to try again. Cancelled first,
-        # then stopped at the provider; if it was paid after all, the provider's answer below still says so.
-        await services.db.write(_cancelled_by_debtor, checkout.id, services.now())
-        try:
-            await run_in_threadpool(services.providers.get(checkout.provider, config).cancel, checkout.provider_ref)
-        except ProviderError:
-            pass
-        checkout = await services.db.read(lambda conn: checkouts.for_debtor(conn, debtor_req.scope, public_id))
-    if (checkout.status in ("open", "processing") or cancelling) and checkout.provider_ref:
-        # Reconcile now rather than wait for the webhook; the same service applies it, so both are safe.
-        try:
-            observation = await run_in_threadpool(services.providers.get(checkout.provider, config).fetch,
-                                                  checkout.provider_ref)
+    if not checkout.provider_ref:
+        return debtor_req, checkout
+    provider = services.providers.get(checkout.provider, config)
+    cancelling = cancelling and checkout.status == "open"
+    if cancelling:
+        # Back through the provider's cancel link. Stripe keeps the Session open for a day: without this the page
+        # would wait that long. Cancelled first, then stopped at the provider; if it was paid after all, the
+        # provider's answer below still says so.
+        await services.db.write(checkouts.cancelled_by_debtor, checkout.id, services.now())
+        with contextlib.suppress(ProviderError):
+            await run_in_threadpool(provider.cancel, checkout.provider_ref)
+    if (checkout.status in ("open", "processing") or cancelling) and (cancelling or POLLS.due(public_id, services.now().timestamp())):
+        with contextlib.suppress(ProviderError):
+            observation = await run_in_threadpool(provider.fetch, checkout.provider_ref)
             await services.db.write(payments.apply, checkout.organization_id, observation, services.now())
-        except ProviderError:
-            pass
         checkout = await services.db.read(lambda conn: checkouts.for_debtor(conn, debtor_req.scope, public_id))
-    items = await services.db.read(checkouts.items_of, checkout.id)
+    return debtor_req, checkout
+
+
+async def return_page(request: Request) -> Response:
+    """GET /portal/checkouts/{id}: paid, processing, failed or cancelled. While waiting, the page updates itself
+    in place with JavaScript, or reloads a bounded number of times without it, and always offers a link."""
+    debtor_req, checkout = await _current_checkout(request, cancelling=request.query_params.get("cancelled") == "1")
+    items = await debtor_req.services.db.read(checkouts.items_of, checkout.id)
     waiting = checkout.status in OPEN_STATES
+    raw_check = request.query_params.get("check", "0")
+    check = int(raw_check) if raw_check.isdigit() and len(raw_check) < 4 else 0
     return debtor_req.render("portal/checkout.html", {
-        "checkout": checkout, "items": items, "waiting": waiting,
+        "checkout": checkout, "items": items, "waiting": waiting, "check": check,
+        "reload_without_script": waiting and check < NOSCRIPT_CHECKS,
         "amount": Amount(checkout.amount_minor, checkout.currency),
         "retry_ids": [item.id for item in items],
     })
 
 
-def _cancelled_by_debtor(conn: sa.Connection, checkout_id: int, now: dt.datetime) -> None:
-    conn.execute(checkout_rows.update().where(checkout_rows.c.id == checkout_id, checkout_rows.c.status == "open")
-                 .values(status="cancelled", updated_at=now))
+async def checkout_status(request: Request) -> Response:
+    """GET /portal/checkouts/{id}/status: what the waiting page polls."""
+    _, checkout = await _current_checkout(request)
+    return JSONResponse({"status": checkout.status, "waiting": checkout.status in OPEN_STATES},
+                        headers={"Cache-Control": "no-store"})
 
 
 routes = [
     Route("/portal/pay", pay_page, methods=["GET"]),
     Route("/portal/checkout", start_checkout, methods=["POST"]),
     Route("/portal/checkouts/{public_id}", return_page, methods=["GET"]),
+    Route("/portal/checkouts/{public_id}/status", checkout_status, methods=["GET"]),
 ]
