@@ -249,9 +249,10 @@ def _row_values(item: InvoiceInput, customer_id: int, digest: str, now: dt.datet
 
 
 def _insert_invoices(conn: sa.Connection, organization_id: int, rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Insert new invoices; their ids by external id. One executemany, then one indexed read of the ids:
-    cheaper than RETURNING, which SQLAlchemy turns into one INSERT per row on SQLite when the ids must come
-    back in order."""
+    """Insert new invoices; their ids by external id. One executemany, then one indexed read of the ids.
+    Measured with bench/push_invoices.py, this beats INSERT ... RETURNING on both databases: for SQLite,
+    SQLAlchemy sends that as one INSERT per row; for PostgreSQL, as one 1,000-row statement with 33,000
+    parameters, five to ten times slower than psycopg's pipelined executemany."""
     insert_many(conn, invoices, rows)
     return dict(conn.execute(
         sa.select(invoices.c.external_id, invoices.c.id).where(
