@@ -19,7 +19,7 @@ from portal.settings import Settings
 from portal.storage import DocumentStore
 from portal.providers.registry import ProviderRegistry
 from portal.tokens import TokenService
-from portal.web.api import connectors, customers, documents, events, invoices, lifecycle, links, remarks
+from portal.web.api import connectors, customers, documents, events, invoices, lifecycle, links, remarks, send
 from portal.web.api.context import authenticate_request, json_response
 from portal.web.api.operations import Api
 from portal.web import brand, webhooks
@@ -34,7 +34,7 @@ VERSION = "0.1.0"
 
 def build_api() -> Api:
     api = Api()
-    for module in (customers, invoices, lifecycle, documents, links, remarks, events, connectors):
+    for module in (customers, invoices, lifecycle, documents, links, remarks, events, connectors, send):
         module.register(api)
     return api
 
