@@ -126,12 +126,6 @@ class InvoiceBatchEnvelope(BaseModel):
     invoices: Annotated[list[Any], Field(min_length=1)]
 
 
-class InvoicePatch(Strict):
-    """JSON Merge Patch (RFC 7396) of an invoice body: fields present replace, null clears."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
 class LineOut(Strict):
     model_config = ConfigDict(extra="forbid")
     description: str
@@ -259,10 +253,6 @@ class PartActivation(Strict):
 
 class DueDateExtension(Strict):
     due_date: dt.date
-
-
-class Empty(Strict):
-    pass
 
 
 class PartActivationResult(BaseModel):

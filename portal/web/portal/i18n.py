@@ -17,7 +17,7 @@ from types import BuiltinFunctionType, FunctionType, MethodType
 from typing import Any
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import DateTimePattern, format_date, format_datetime, get_date_format, parse_pattern
+from babel.dates import DateTimePattern, format_datetime, get_date_format, parse_pattern
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, get_currency_precision, get_decimal_symbol, get_group_symbol
