@@ -157,6 +157,8 @@ def upsert_invoices(
                 [FieldError("/external_id", "duplicate in this batch")]))
         seen.add(item.external_id)
 
+    if conn.dialect.name == "postgresql":
+        _plan_for_these_ids(conn)
     customer_ids = dict(conn.execute(
         sa.select(customers.c.external_id, customers.c.id).where(
             customers.c.organization_id == organization_id,
@@ -239,6 +241,14 @@ def upsert_invoices(
     if conflicts:
         _queue_conflicts(conn, organization_id, conflicts)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _plan_for_these_ids(conn: sa.Connection) -> None:
+    """The lookups of a batch test up to 1,000 external ids. From its fifth run on a connection psycopg
+    prepares a statement, and PostgreSQL may then reuse a generic plan that compares every stored row with
+    the ids one by one: with 30,000 invoices stored, a batch spent a second in two lookups. A plan made for
+    the values at hand hashes the list (or probes the index). For this transaction only."""
+    conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
 
 
 def _row_values(item: InvoiceInput, customer_id: int, digest: str, now: dt.datetime) -> dict[str, Any]:
