@@ -29,18 +29,18 @@ class TokenService:
     def __init__(self, keys: tuple[str, ...], clock: Clock) -> None:
         if not keys:
             raise ValueError("at least one signing key is needed")
-        self._keys = list(reversed(keys))  # itsdangerous signs with the last key and tries newest first
         self._clock = clock
-
-    def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
-        clock = self._clock
 
         class ClockedSigner(TimestampSigner):
             def get_timestamp(self) -> int:
                 return int(clock.now().timestamp())
 
-        serializer = URLSafeTimedSerializer(self._keys, salt=purpose, signer=ClockedSigner)
-        return serializer
+        # itsdangerous signs with the last key and tries newest first. One serializer per purpose, built once.
+        self._serializers = {purpose: URLSafeTimedSerializer(list(reversed(keys)), salt=purpose, signer=ClockedSigner)
+                             for purpose in (PORTAL_LINK, DEBTOR_SESSION, CSRF)}
+
+    def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
+        return self._serializers[purpose]
 
     def sign(self, purpose: str, payload: Any) -> str:
         return str(self._serializer(purpose).dumps(payload))
