@@ -197,7 +197,7 @@ def _insert_sql(table: str, columns: Sequence[str], placeholder: str) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([placeholder] * len(columns))})"
 
 
-def bare_sqlite(url: str, organization_slug: str, batch_size: int) -> tuple[int, float]:
+def bare_sqlite(url: str, organization_slug: str, batch_size: int) -> BareResult:
     from portal.db import SQLITE_PRAGMAS
 
     conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
@@ -206,9 +206,10 @@ def bare_sqlite(url: str, organization_slug: str, batch_size: int) -> tuple[int,
             conn.execute(pragma)
         _sqlite_twin_tables(conn)
         rows = _sqlite_rows(conn, organization_slug)
-        seconds = _timed_batches(rows, batch_size, lambda start: _sqlite_batch(conn, rows, start, batch_size))
+        # sqlite3 runs in this process: its CPU time is the whole bare insert's, comparable with the server's.
+        result = _timed_batches(rows, batch_size, lambda start: _sqlite_batch(conn, rows, start, batch_size))
         _check_copied(conn.execute(f"SELECT count(*) FROM {BARE['invoices']}").fetchone()[0], len(rows.invoices))
-        return len(rows.invoices), seconds
+        return result
     finally:
         conn.close()
 
@@ -252,15 +253,16 @@ def _sqlite_batch(conn: sqlite3.Connection, rows: BareRows, start: int, batch_si
     conn.execute("COMMIT")
 
 
-def bare_postgresql(url: str, organization_slug: str, batch_size: int) -> tuple[int, float]:
+def bare_postgresql(url: str, organization_slug: str, batch_size: int) -> BareResult:
     import psycopg
 
     with psycopg.connect(driver_url(url)) as conn:
         _postgresql_twin_tables(conn)
         rows = _postgresql_rows(conn, organization_slug)
-        seconds = _timed_batches(rows, batch_size, lambda start: _postgresql_batch(conn, rows, start, batch_size))
+        result = _timed_batches(rows, batch_size, lambda start: _postgresql_batch(conn, rows, start, batch_size))
         _check_copied(conn.execute(f"SELECT count(*) FROM {BARE['invoices']}").fetchone()[0], len(rows.invoices))
-        return len(rows.invoices), seconds
+        # Most of this insert's work is the PostgreSQL server's, which this process's CPU time does not see.
+        return BareResult(result.invoices, result.seconds, None)
 
 
 def _postgresql_twin_tables(conn: Any) -> None:
@@ -315,11 +317,18 @@ def _postgresql_batch(conn: Any, rows: BareRows, start: int, batch_size: int) ->
     conn.commit()
 
 
-def _timed_batches(rows: BareRows, batch_size: int, insert_batch: Callable[[int], None]) -> float:
-    start = time.perf_counter()
+@dataclass(frozen=True)
+class BareResult:
+    invoices: int
+    seconds: float
+    cpu: float | None
+
+
+def _timed_batches(rows: BareRows, batch_size: int, insert_batch: Callable[[int], None]) -> BareResult:
+    cpu, start = time.process_time(), time.perf_counter()
     for offset in range(0, len(rows.invoices), batch_size):
         insert_batch(offset)
-    return time.perf_counter() - start
+    return BareResult(len(rows.invoices), time.perf_counter() - start, time.process_time() - cpu)
 
 
 def _check_copied(copied: int, expected: int) -> None:
@@ -336,7 +345,7 @@ class BackendResult:
     invoices: int
     first: PushResult
     repush: PushResult
-    bare_seconds: float
+    bare: BareResult
 
     @property
     def push_rate(self) -> float:
@@ -344,7 +353,7 @@ class BackendResult:
 
     @property
     def bare_rate(self) -> float:
-        return rate(self.invoices, self.bare_seconds)
+        return rate(self.invoices, self.bare.seconds)
 
     @property
     def ratio(self) -> float:
@@ -405,9 +414,9 @@ def run_backend(backend: str, args: argparse.Namespace, customers: list[tuple[st
             expect(repush, "unchanged", args.invoices, "second push")
         log(f"{backend}: re-push {repush.seconds:.1f}s, bare-driver insert of the same rows")
         bare = bare_sqlite if backend == "sqlite" else bare_postgresql
-        copied, bare_seconds = bare(url, slug, args.batch_size)
-        _check_copied(copied, args.invoices)
-    return BackendResult(backend, args.invoices, first, repush, bare_seconds)
+        bare_result = bare(url, slug, args.batch_size)
+        _check_copied(bare_result.invoices, args.invoices)
+    return BackendResult(backend, args.invoices, first, repush, bare_result)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -419,12 +428,15 @@ def log(message: str) -> None:
 
 def report(results: Sequence[BackendResult], args: argparse.Namespace, load: tuple[str, str]) -> str:
     header = ("backend", "invoices", "push s", "push inv/s", "bare inv/s", "push/bare", "re-push s",
-              "re-push/push", "server CPU us/inv", "client CPU s")
+              "re-push/push", "server CPU us/inv", "bare CPU us/inv", "CPU bare/push", "client CPU s")
     rows = [header]
     for r in results:
+        bare_cpu = r.bare.cpu
         rows.append((r.backend, f"{r.invoices:,}", f"{r.first.seconds:.2f}", f"{r.push_rate:,.0f}",
                      f"{r.bare_rate:,.0f}", f"{r.ratio:.0%}", f"{r.repush.seconds:.2f}", f"{r.repush_ratio:.2f}",
                      f"{micros(r.first.server_cpu, r.invoices)} / {micros(r.repush.server_cpu, r.invoices)}",
+                     "-" if bare_cpu is None else micros(bare_cpu, r.invoices),
+                     "-" if bare_cpu is None else f"{bare_cpu / r.first.server_cpu:.0%}",
                      f"{r.first.client_cpu:.1f} / {r.repush.client_cpu:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
@@ -432,7 +444,9 @@ def report(results: Sequence[BackendResult], args: argparse.Namespace, load: tup
     lines.append("")
     lines.append(f"batches of {args.batch_size}, {args.concurrency} in flight, {args.customers} customers; "
                  "bare = the same rows (invoice + its timeline row) by executemany, one transaction per batch")
-    lines.append("CPU = first push / re-push; the server's CPU time is steadier than wall time on a shared machine")
+    lines.append("CPU = first push / re-push; CPU times are steadier than wall time on a shared machine. "
+                 "CPU bare/push (SQLite only, where the bare insert's work is all in this process): the "
+                 "push/bare ratio, which the machine's load moves much less")
     lines.append(f"load average (1 min) before / after: {load[0]} / {load[1]} on {os.cpu_count()} cores")
     lines.extend(targets(results))
     return "\n".join(lines)
