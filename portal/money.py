@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from functools import cache
 
 from babel.numbers import get_currency_precision, list_currencies
 
@@ -25,8 +26,9 @@ def is_currency(code: str) -> bool:
     return code in _KNOWN_CURRENCIES
 
 
+@cache
 def exponent(currency: str) -> int:
-    """How many decimals the currency has."""
+    """How many decimals the currency has (cached: Babel looks it up in CLDR data each time)."""
     if currency not in _KNOWN_CURRENCIES:
         raise MoneyError(f"unknown currency {currency!r}")
     return int(get_currency_precision(currency))

@@ -255,7 +255,10 @@ def test_two_workers_never_send_one_delivery_twice(upstream: Any, database: Any,
     received.refuse[poison] = 400
 
     async def both() -> None:
-        workers = [worker(database, clock, batch=25), worker(database, clock, batch=25)]
+        # A generous timeout: a slow answer on a loaded machine would be retried (same key, correctly), and this
+        # test is about two workers never claiming the same delivery, not about timeouts.
+        workers = [worker(database, clock, batch=25, timeout_seconds=30),
+                   worker(database, clock, batch=25, timeout_seconds=30)]
         try:
             for _ in range(60):
                 done = await asyncio.gather(*(w.step() for w in workers))
