@@ -279,3 +279,32 @@ def test_two_workers_never_send_one_delivery_twice(upstream: Any, database: Any,
         body = orjson.loads(request.body)
         order.setdefault(body["invoice"]["external_id"], []).append(body["type"])
     assert all(types == ["invoice.partially_paid", "invoice.paid"] for name, types in order.items() if name != "I-0")
+
+
+def test_the_worker_runs_due_imports_and_keeps_their_cursor(database: Any, tenant: Tenant, clock: Any) -> None:
+    from portal.db.connectors import connectors
+    from tests.connectors.test_pull_import import TOKEN, at, five_orders, settings_for
+    from tests.support.fake_upstream import FakeUpstream
+
+    with FakeUpstream(token=TOKEN) as upstream:
+        five_orders(upstream)
+        settings = settings_for(upstream)
+        connect(database, tenant, clock, "molink", "pull_import", settings)
+        w = worker(database, clock)
+
+        async def housekeeping_twice() -> None:
+            try:
+                await w._imports()
+                await w._imports()  # not due again until its interval has passed
+            finally:
+                await w.aclose()
+
+        asyncio.run(housekeeping_twice())
+        assert len(upstream.requests_to("/v2/orders")) == 3, "three pages of two, read once: not due again"
+    assert tenant.client.get("/api/v1/invoices/molink-1001").status_code == 200
+    with database.transaction() as conn:
+        row = conn.execute(sa.select(connectors).where(connectors.c.name == "molink")).one()
+    assert row.cursor == at(5)
+    assert row.last_run["created"] == 5
+    assert row.next_run_at.replace(tzinfo=None) == (clock.now().replace(tzinfo=None) +
+                                                    __import__("datetime").timedelta(seconds=300))
