@@ -58,6 +58,36 @@ class Outcome:
     charged_back_minor: int = 0
 
 
+# The statements of the hot path (a webhook that pays a checkout), built once with bind parameters: building a
+# Core statement and its cache key costs more than running it (bench/stripe_webhooks.py). Each has a PostgreSQL
+# twin that locks (SQLite has no row locks; its write transactions are serialised).
+_CHECKOUT_BY_PUBLIC_ID = sa.select(checkouts).where(
+    checkouts.c.organization_id == sa.bindparam("organization_id"),
+    checkouts.c.public_id == sa.bindparam("public_id"))
+_CHECKOUT_BY_PAYMENT = sa.select(checkouts).where(
+    checkouts.c.organization_id == sa.bindparam("organization_id"),
+    checkouts.c.id.in_(sa.select(payments.c.checkout_id).where(
+        payments.c.provider == sa.bindparam("provider"),
+        payments.c.provider_payment_id == sa.bindparam("payment_id"))))
+_LOCKED_CHECKOUT_BY_PUBLIC_ID = _CHECKOUT_BY_PUBLIC_ID.with_for_update()
+_LOCKED_CHECKOUT_BY_PAYMENT = _CHECKOUT_BY_PAYMENT.with_for_update()
+_PAYMENT_BY_PROVIDER_ID = sa.select(payments).where(
+    payments.c.provider == sa.bindparam("provider"), payments.c.provider_payment_id == sa.bindparam("payment_id"))
+_PAYMENT_BY_ID = sa.select(payments).where(payments.c.id == sa.bindparam("payment_id"))
+# The parameters given at execution say which columns are set.
+_UPDATE_CHECKOUT = checkouts.update().where(checkouts.c.id == sa.bindparam("checkout_id"))
+_INSERT_PAYMENT = payments.insert().returning(*payments.c)
+_UPDATE_PAID = invoices.update().where(invoices.c.id == sa.bindparam("invoice_id"))
+_INSERT_ALLOCATION = allocations.insert()
+# A checkout's invoices with what it pays on each: only the columns the services read (not the lines' JSON).
+_ITEMS = (sa.select(checkout_items.c.amount_minor.label("item_minor"), invoices.c.id, invoices.c.external_id,
+                    invoices.c.number, invoices.c.status, invoices.c.currency, invoices.c.total_minor,
+                    invoices.c.paid_minor)
+          .join(invoices, invoices.c.id == checkout_items.c.invoice_id)
+          .where(checkout_items.c.checkout_id == sa.bindparam("checkout_id")).order_by(invoices.c.id))
+_LOCKED_ITEMS = _ITEMS.with_for_update(of=invoices)
+
+
 def apply(conn: sa.Connection, organization_id: int, observation: PaymentObservation, now: dt.datetime) -> Outcome:
     checkout = _locked_checkout(conn, organization_id, observation)
     if checkout is None or checkout.provider != observation.provider:
@@ -71,9 +101,8 @@ def apply(conn: sa.Connection, organization_id: int, observation: PaymentObserva
     if observation.payment_id is None:
         return Outcome(status)
 
-    payment = conn.execute(sa.select(payments).where(
-        payments.c.provider == observation.provider,
-        payments.c.provider_payment_id == observation.payment_id)).first()
+    payment = conn.execute(_PAYMENT_BY_PROVIDER_ID, {"provider": observation.provider,
+                                                     "payment_id": observation.payment_id}).first()
     recorded = False
     if payment is None and observation.status == "paid":
         mismatch = _mismatch(checkout, observation)
@@ -85,7 +114,8 @@ def apply(conn: sa.Connection, organization_id: int, observation: PaymentObserva
     if payment is None:
         return Outcome(status)
     refunded = _adjust(conn, checkout, payment, "refund", observation.refunded_minor, now)
-    payment = conn.execute(sa.select(payments).where(payments.c.id == payment.id)).one()
+    if refunded:  # the row changed; otherwise it is still what was read or written above
+        payment = conn.execute(_PAYMENT_BY_ID, {"payment_id": payment.id}).one()
     charged_back = _adjust(conn, checkout, payment, "chargeback", observation.charged_back_minor, now)
     return Outcome(status, recorded_payment=recorded, refunded_minor=refunded, charged_back_minor=charged_back)
 
@@ -94,17 +124,17 @@ def _locked_checkout(conn: sa.Connection, organization_id: int,
                      observation: PaymentObservation) -> sa.Row[Any] | None:
     """Our checkout, by the id in the provider's copy of our metadata, or else by the provider's payment id
     (Stripe's charge and dispute events name only the PaymentIntent)."""
+    locking = conn.dialect.name == "postgresql"
     if observation.checkout_public_id:
-        match = checkouts.c.public_id == observation.checkout_public_id
+        query = _LOCKED_CHECKOUT_BY_PUBLIC_ID if locking else _CHECKOUT_BY_PUBLIC_ID
+        params = {"organization_id": organization_id, "public_id": observation.checkout_public_id}
     elif observation.payment_id:
-        match = checkouts.c.id.in_(sa.select(payments.c.checkout_id).where(
-            payments.c.provider == observation.provider, payments.c.provider_payment_id == observation.payment_id))
+        query = _LOCKED_CHECKOUT_BY_PAYMENT if locking else _CHECKOUT_BY_PAYMENT
+        params = {"organization_id": organization_id, "provider": observation.provider,
+                  "payment_id": observation.payment_id}
     else:
         return None
-    query = sa.select(checkouts).where(checkouts.c.organization_id == organization_id, match)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    return conn.execute(query).first()
+    return conn.execute(query, params).first()
 
 
 def _advance(conn: sa.Connection, checkout: sa.Row[Any], observation: PaymentObservation, now: dt.datetime) -> str:
@@ -113,10 +143,10 @@ def _advance(conn: sa.Connection, checkout: sa.Row[Any], observation: PaymentObs
     current = checkout.status
     if RANK[wanted] <= RANK[current] or (RANK[current] == 3 and wanted != "paid"):
         return str(current)
-    values: dict[str, Any] = {"status": wanted, "updated_at": now}
+    values: dict[str, Any] = {"checkout_id": checkout.id, "status": wanted, "updated_at": now}
     if observation.payment_id:
         values["provider_payment_ref"] = observation.payment_id
-    conn.execute(checkouts.update().where(checkouts.c.id == checkout.id).values(**values))
+    conn.execute(_UPDATE_CHECKOUT, values)
     return wanted
 
 
@@ -148,29 +178,26 @@ def _review(conn: sa.Connection, organization_id: int, observation: PaymentObser
 
 def _items(conn: sa.Connection, checkout_id: int) -> list[sa.Row[Any]]:
     """The checkout's invoices, locked in id order (so two payments never deadlock each other)."""
-    query = (sa.select(checkout_items.c.amount_minor.label("item_minor"), invoices)
-             .join(invoices, invoices.c.id == checkout_items.c.invoice_id)
-             .where(checkout_items.c.checkout_id == checkout_id).order_by(invoices.c.id))
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(of=invoices)
-    return conn.execute(query).all()
+    query = _LOCKED_ITEMS if conn.dialect.name == "postgresql" else _ITEMS
+    return conn.execute(query, {"checkout_id": checkout_id}).all()
 
 
 def _record(conn: sa.Connection, checkout: sa.Row[Any], observation: PaymentObservation,
             now: dt.datetime) -> sa.Row[Any]:
     assert observation.payment_id is not None
-    payment_id = conn.execute(payments.insert().values(
-        organization_id=checkout.organization_id, checkout_id=checkout.id, provider=observation.provider,
-        provider_payment_id=observation.payment_id, currency=observation.currency,
-        amount_minor=observation.amount_minor, refunded_minor=0, charged_back_minor=0, created_at=now,
-        updated_at=now).returning(payments.c.id)).scalar_one()
+    payment = conn.execute(_INSERT_PAYMENT, {
+        "organization_id": checkout.organization_id, "checkout_id": checkout.id, "provider": observation.provider,
+        "provider_payment_id": observation.payment_id, "currency": observation.currency,
+        "amount_minor": observation.amount_minor, "refunded_minor": 0, "charged_back_minor": 0, "created_at": now,
+        "updated_at": now}).one()
+    payment_id = payment.id
     overpaid = []
     for item in _items(conn, checkout.id):
         paid = item.paid_minor + item.item_minor
         _set_paid(conn, item, paid, now)
-        conn.execute(allocations.insert().values(
-            organization_id=checkout.organization_id, payment_id=payment_id, invoice_id=item.id,
-            amount_minor=item.item_minor, kind="payment", created_at=now))
+        conn.execute(_INSERT_ALLOCATION, {
+            "organization_id": checkout.organization_id, "payment_id": payment_id, "invoice_id": item.id,
+            "amount_minor": item.item_minor, "kind": "payment", "created_at": now})
         fully = paid >= item.total_minor
         detail = {"provider": observation.provider, "payment_id": observation.payment_id,
                   "amount": format_minor(item.item_minor, item.currency), "currency": item.currency}
@@ -184,7 +211,7 @@ def _record(conn: sa.Connection, checkout: sa.Row[Any], observation: PaymentObse
     if overpaid:
         _review(conn, checkout.organization_id, observation, "overpaid",
                 f"paid more than due on {', '.join(overpaid)}: refund the difference", now)
-    return conn.execute(sa.select(payments).where(payments.c.id == payment_id)).one()
+    return payment  # nothing above changes the payment's own row
 
 
 def _set_paid(conn: sa.Connection, invoice: sa.Row[Any], paid_minor: int, now: dt.datetime) -> None:
@@ -194,8 +221,8 @@ def _set_paid(conn: sa.Connection, invoice: sa.Row[Any], paid_minor: int, now: d
         status = "paid"
     elif paid_minor < invoice.total_minor and status == "paid":
         status = "open"
-    conn.execute(invoices.update().where(invoices.c.id == invoice.id).values(
-        paid_minor=paid_minor, status=status, updated_at=now))
+    conn.execute(_UPDATE_PAID, {"invoice_id": invoice.id, "paid_minor": paid_minor, "status": status,
+                                "updated_at": now})
 
 
 def _invoice_ref(invoice: sa.Row[Any]) -> dict[str, Any]:
@@ -241,9 +268,9 @@ def _rebalance(conn: sa.Connection, checkout: sa.Row[Any], payment: sa.Row[Any],
         if change == 0:
             continue
         _set_paid(conn, item, item.paid_minor + change, now)
-        conn.execute(allocations.insert().values(
-            organization_id=checkout.organization_id, payment_id=payment.id, invoice_id=item.id,
-            amount_minor=change, kind=kind, created_at=now))
+        conn.execute(_INSERT_ALLOCATION, {
+            "organization_id": checkout.organization_id, "payment_id": payment.id, "invoice_id": item.id,
+            "amount_minor": change, "kind": kind, "created_at": now})
         record_timeline(conn, checkout.organization_id, item.id, now, kind if change < 0 else f"{kind}_reversed",
                         {"amount": format_minor(abs(change), item.currency), "minor": abs(change),
                          "payment_id": payment.provider_payment_id})

@@ -6,22 +6,40 @@ key. Unknown ids get 200 (revealing nothing); Mollie unreachable gets 503, so th
 Stripe: the signature over the raw body is checked against each of the organization's secrets; a bad one gets
 400 and writes nothing. Events are recorded by id in the same transaction as their effect, so a redelivery
 does nothing twice; unknown types get 200.
+
+Stripe sends an event for every payment, so its handler keeps each organization's id and payment configuration
+(per app, after the first event) instead of reading them in a transaction of their own every time. The kept
+configuration is never trusted on its own: the transaction that records an event first reads the
+organization's payment_settings row again, and if it is not the row the signature was checked against, the
+signature is checked again against the current configuration before anything is written. So a secret that was
+removed is refused from the next event on, as without the cache, and a secret just added works at once: a
+signature that fails against the kept configuration is tried against a fresh one before the 400.
+Organizations are never renamed nor deleted, so a slug's id does not go stale.
+
+On SQLite the handler's write transactions wait their turn in the event loop, first come first served, rather
+than in SQLite's busy handler (which sleeps 1, 2, 5 ... 100 ms between attempts, so under a burst of events a
+few of them waited seconds while others passed). One connection writes at a time either way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import weakref
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from portal.db.organizations import organizations
-from portal.db.payments import provider_events
+from portal.db.payments import payment_settings, provider_events
 from portal.domain import payments
 from portal.domain.payment_settings import ProviderConfig, config_for
 from portal.providers.interface import BadWebhook, ProviderUnavailable, UnknownPayment
@@ -83,29 +101,112 @@ async def mollie(request: Request) -> Response:
     return _empty(200)
 
 
+@dataclass(frozen=True)
+class _Known:
+    """An organization as the Stripe handler keeps it: its id, and its configuration with the payment_settings
+    row (None: no row, the install's defaults) that the configuration was built from."""
+
+    org_id: int
+    settings_row: tuple[Any, ...] | None
+    config: ProviderConfig
+
+
+_ORG_ID = sa.select(organizations.c.id).where(organizations.c.slug == sa.bindparam("slug"))
+_SETTINGS_ROW = sa.select(payment_settings).where(payment_settings.c.organization_id == sa.bindparam("org_id"))
+# Record the event, or learn that it was recorded before, in one statement; a concurrent twin waits for the
+# first one's transaction and then inserts nothing.
+_RECORD_EVENT = {
+    dialect: insert(provider_events).on_conflict_do_nothing(index_elements=["provider", "event_id"])
+    .returning(provider_events.c.id)
+    for dialect, insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))}
+_STALE = object()  # the configuration changed since the signature was checked
+_STRIPE_ATTEMPTS = 3
+
+
+def _kept(request: Request, name: str, factory: Any) -> Any:
+    """Something the Stripe handler keeps on the app (each app, and so each test, has its own)."""
+    state = request.app.state
+    kept = getattr(state, name, None)
+    if kept is None:
+        kept = factory()
+        setattr(state, name, kept)
+    return kept
+
+
+def _settings_row(conn: sa.Connection, org_id: int) -> tuple[Any, ...] | None:
+    row = conn.execute(_SETTINGS_ROW, {"org_id": org_id}).first()
+    return tuple(row) if row is not None else None
+
+
+async def _fresh(request: Request, slug: str) -> _Known:
+    """Read the organization and its configuration, and keep them; 404 for no such organization."""
+    services = _services(request)
+
+    def read(conn: sa.Connection) -> _Known | None:
+        org_id = conn.scalar(_ORG_ID, {"slug": slug})
+        if org_id is None:
+            return None
+        # The row first: a configuration changed between the two reads then looks stale, never current.
+        row = _settings_row(conn, int(org_id))
+        return _Known(int(org_id), row, config_for(conn, int(org_id), services.settings))
+
+    known = await services.db.read(read)
+    if known is None:
+        raise HttpProblem(404, "not-found", "Not found", "No such webhook.")
+    _kept(request, "stripe_webhook_orgs", dict)[slug] = known
+    return known
+
+
+async def _write(request: Request, fn: Any, *args: Any) -> Any:
+    services = _services(request)
+    if services.db.is_postgresql:
+        return await services.db.write(fn, *args)
+    # One queue per event loop (an asyncio.Lock belongs to the loop that first waits on it; tests run several).
+    queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = _kept(
+        request, "stripe_webhook_sqlite_writes", weakref.WeakKeyDictionary)
+    queue = queues.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with queue:  # FIFO
+        return await services.db.write(fn, *args)
+
+
 async def stripe(request: Request) -> Response:
     body = await read_bounded(request, STRIPE_BODY_LIMIT)
-    org_id, config = await _organization(request)
+    slug = request.path_params["org"]
+    if not _SLUG.fullmatch(slug):
+        raise HttpProblem(404, "not-found", "Not found", "No such webhook.")
     services = _services(request)
-    try:
-        event = services.providers.stripe(config).verify(body, request.headers.get("stripe-signature"))
-    except BadWebhook:
-        return _empty(400)
+    known: _Known | None = _kept(request, "stripe_webhook_orgs", dict).get(slug)
+    fresh = known is None
+    if known is None:
+        known = await _fresh(request, slug)
+    signature = request.headers.get("stripe-signature")
     now = services.now()
 
-    def record(conn: sa.Connection, event: VerifiedEvent) -> payments.Outcome | None:
-        seen = conn.scalar(sa.select(provider_events.c.id).where(
-            provider_events.c.provider == "stripe", provider_events.c.event_id == event.event_id))
-        if seen is not None:
-            return None
-        conn.execute(provider_events.insert().values(
-            organization_id=org_id, provider="stripe", event_id=event.event_id, event_type=event.event_type,
-            received_at=now))
-        return payments.apply(conn, org_id, event.observation, now) if event.observation else None
+    def record(conn: sa.Connection, known: _Known, event: VerifiedEvent) -> Any:
+        if _settings_row(conn, known.org_id) != known.settings_row:
+            return _STALE  # nothing written yet
+        recorded = conn.execute(_RECORD_EVENT[conn.dialect.name], {
+            "organization_id": known.org_id, "provider": "stripe", "event_id": event.event_id,
+            "event_type": event.event_type, "received_at": now}).first()
+        if recorded is None:
+            return None  # seen before
+        return payments.apply(conn, known.org_id, event.observation, now) if event.observation else None
 
-    outcome = await services.db.write(record, event)
-    log.info("stripe %s %s: %s", event.event_type, event.event_id, outcome)
-    return _empty(200)
+    for _ in range(_STRIPE_ATTEMPTS):
+        try:
+            event = services.providers.stripe(known.config).verify(body, signature)
+        except BadWebhook:
+            if fresh:
+                return _empty(400)
+            known, fresh = await _fresh(request, slug), True
+            continue
+        outcome = await _write(request, record, known, event)
+        if outcome is not _STALE:
+            log.info("stripe %s %s: %s", event.event_type, event.event_id, outcome)
+            return _empty(200)
+        known, fresh = await _fresh(request, slug), True
+    log.warning("stripe: the payment settings of %s kept changing while an event was checked", slug)
+    return _empty(503)  # Stripe retries
 
 
 routes = [
