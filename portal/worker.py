@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import importlib.util
 import logging
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,14 @@ from portal.money import format_minor
 from portal.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# httpcore asks `import sniffio` on every lock, event and semaphore it sets up (several per request) and
+# falls back to asyncio when the import fails; since AnyIO 4.12 sniffio is no longer installed with it, and
+# Python does not remember a failed import, so each of those searched sys.path again: 12-19% of the worker's
+# CPU per delivery (bench/outbox_worker.py; encode/httpcore#1103). A None in sys.modules fails the import at
+# once, with the same ImportError, so httpcore behaves exactly as before.
+if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -79,14 +89,15 @@ class Worker:
         self.options = options or WorkerSettings()
         self.clock = clock or SystemClock()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(self.options.timeout_seconds), follow_redirects=False,
-            limits=httpx.Limits(max_connections=self.options.concurrency))
-        self._connectors: dict[tuple[int, dt.datetime], Connector] = {}
+        # (client, how many deliveries it carries at once); together as many as `concurrency`.
+        self._clients = [(client, self.options.concurrency)] if client else _clients(self.options)
+        self._client = self._clients[0][0]
+        self._connectors: dict[tuple[int, dt.datetime, int], Connector] = {}
         self._next_reconcile = 0.0
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client, _ in self._clients:
+            await client.aclose()
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker %s started", self.owner)
@@ -116,44 +127,62 @@ class Worker:
 
     async def step(self) -> int:
         now = self.clock.now()
-        claimed = await run_in_threadpool(
-            self.db.run, outbox.claim, self.owner, now, limit=self.options.batch,
-            lease=dt.timedelta(seconds=self.options.lease_seconds))
+        claimed, contexts = await run_in_threadpool(self.db.run, self._claim, now)
         if not claimed:
             return 0
-        contexts = await run_in_threadpool(self.db.run, _contexts, [c.id for c in claimed], write=False)
-        semaphore = asyncio.Semaphore(self.options.concurrency)
+        # One slot per delivery in flight, each tied to a client: at most `concurrency` in all, and never more
+        # on a client than its connections. Last in, first out, so that a trickle keeps to one connection.
+        slots: asyncio.LifoQueue[int] = asyncio.LifoQueue()
+        for index, (_, width) in enumerate(self._clients):
+            for _ in range(width):
+                slots.put_nowait(index)
 
         async def one(item: outbox.Claimed) -> tuple[outbox.Claimed, Result]:
-            async with semaphore:
-                return item, await self._deliver(item, contexts.get(item.id))
+            slot = await slots.get()
+            try:
+                return item, await self._deliver(item, contexts.get(item.id), slot)
+            finally:
+                slots.put_nowait(slot)
 
         results = await asyncio.gather(*(one(item) for item in claimed))
         await run_in_threadpool(self.db.run, self._record, results)
         return len(claimed)
 
-    async def _deliver(self, item: outbox.Claimed, context: dict[str, Any] | None) -> Result:
+    def _claim(self, conn: sa.Connection,
+               now: dt.datetime) -> tuple[list[outbox.Claimed], dict[int, dict[str, Any]]]:
+        """A batch and what its connectors need, read in the claim's own transaction (one round of the
+        thread pool and of the database's connection pool, not two)."""
+        claimed = outbox.claim(conn, self.owner, now, limit=self.options.batch,
+                               lease=dt.timedelta(seconds=self.options.lease_seconds))
+        return claimed, _contexts(conn, [c.id for c in claimed]) if claimed else {}
+
+    async def _deliver(self, item: outbox.Claimed, context: dict[str, Any] | None, slot: int = 0) -> Result:
         if context is None:
             return Result("failed", "the delivery's event or connector is gone")
         try:
-            connector = self._connector(context)
+            connector = self._connector(context, slot)
             return await connector.deliver(context["event"], item.idempotency_key)
         except Exception as exc:  # a connector bug must not take the worker down: it becomes a retry
             log.exception("connector %s failed on delivery %s", context["connector_type"], item.id)
             return Result("retry", f"connector error: {type(exc).__name__}: {exc}")
 
-    def _connector(self, context: dict[str, Any]) -> Connector:
-        key = (context["connector_id"], context["connector_updated_at"])
+    def _connector(self, context: dict[str, Any], slot: int = 0) -> Connector:
+        key = (context["connector_id"], context["connector_updated_at"], slot)
         if key not in self._connectors:
             self._connectors[key] = registry.build(context["connector_type"], context["connector_settings"],
-                                                   self._client, self.settings)
+                                                   self._clients[slot][0], self.settings)
         return self._connectors[key]
 
     def _record(self, conn: sa.Connection, results: list[tuple[outbox.Claimed, Result]]) -> None:
         now = self.clock.now()
+        delivered: dict[int | None, list[int]] = {}
         for item, result in results:
             if result.outcome == "delivered":
-                outbox.delivered(conn, item.id, self.owner, result.status_code, now)
+                delivered.setdefault(result.status_code, []).append(item.id)
+        for status_code, ids in delivered.items():
+            outbox.delivered(conn, ids, self.owner, status_code, now)
+        for item, result in results:
+            if result.outcome == "delivered":
                 continue
             status = outbox.failed_attempt(
                 conn, item.id, self.owner, now, error=result.detail, status=result.status_code,
@@ -195,6 +224,21 @@ class Worker:
             await run_in_threadpool(self.db.run, lambda conn, row=row, cursor=cursor, summary=summary: conn.execute(
                 connectors.update().where(connectors.c.id == row.id).values(
                     cursor=cursor, last_run=summary, next_run_at=now + interval)))
+
+
+# Connections per HTTP client. httpcore's pool looks at every connection it holds (a poll() on each idle one)
+# whenever a request starts or ends, so one pool of 32 connections cost about three times the CPU per
+# request of pools of 4 (bench/outbox_worker.py); the worker spreads its concurrency over several small ones.
+CONNECTIONS_PER_CLIENT = 4
+
+
+def _clients(options: WorkerSettings) -> list[tuple[httpx.AsyncClient, int]]:
+    ssl_context = httpx.create_ssl_context()  # the clients' default, made once rather than per client
+    widths = [min(CONNECTIONS_PER_CLIENT, options.concurrency - start)
+              for start in range(0, max(1, options.concurrency), CONNECTIONS_PER_CLIENT)]
+    return [(httpx.AsyncClient(timeout=httpx.Timeout(options.timeout_seconds), follow_redirects=False,
+                               limits=httpx.Limits(max_connections=width), verify=ssl_context), width)
+            for width in widths]
 
 
 def _contexts(conn: sa.Connection, delivery_ids: list[int]) -> dict[int, dict[str, Any]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,27 +52,36 @@ def fan_out(conn: sa.Connection, organization_id: int, event_id: int, event_type
     return len(targets)
 
 
-def claim(conn: sa.Connection, owner: str, now: dt.datetime, *, limit: int, lease: dt.timedelta) -> list[Claimed]:
-    """Take up to `limit` due deliveries for `owner` until `now + lease`."""
+def _due() -> sa.Select[tuple[int]]:
+    """Due deliveries not held up by an earlier one of the same invoice and connector, in id order. Built once,
+    with `now` and `limit` as parameters: composing it cost more than running it on an idle outbox."""
+    now = sa.bindparam("now", type_=deliveries.c.next_attempt_at.type)
     earlier = deliveries.alias("earlier")
     blocked = sa.exists().where(
         earlier.c.connector_id == deliveries.c.connector_id, earlier.c.invoice_id == deliveries.c.invoice_id,
         earlier.c.id < deliveries.c.id, earlier.c.status.in_(ACTIVE))
     due = sa.or_(sa.and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now),
                  sa.and_(deliveries.c.status == "in_flight", deliveries.c.lease_until < now))
-    query = (sa.select(deliveries.c.id).where(due, sa.or_(deliveries.c.invoice_id.is_(None), ~blocked))
-             .order_by(deliveries.c.id).limit(limit))
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    ids = list(conn.execute(query).scalars())
+    return (sa.select(deliveries.c.id).where(due, sa.or_(deliveries.c.invoice_id.is_(None), ~blocked))
+            .order_by(deliveries.c.id).limit(sa.bindparam("limit", type_=sa.Integer())))
+
+
+_DUE = _due()
+_DUE_LOCKED = _DUE.with_for_update(skip_locked=True)  # PostgreSQL: workers claim side by side
+
+
+def claim(conn: sa.Connection, owner: str, now: dt.datetime, *, limit: int, lease: dt.timedelta) -> list[Claimed]:
+    """Take up to `limit` due deliveries for `owner` until `now + lease`."""
+    query = _DUE_LOCKED if conn.dialect.name == "postgresql" else _DUE
+    ids = list(conn.execute(query, {"now": now, "limit": limit}).scalars())
     if not ids:
         return []
-    conn.execute(deliveries.update().where(deliveries.c.id.in_(ids)).values(
-        status="in_flight", lease_owner=owner, lease_until=now + lease, attempts=deliveries.c.attempts + 1))
-    rows = conn.execute(sa.select(deliveries.c.id, deliveries.c.event_id, deliveries.c.connector_id,
-                                  deliveries.c.attempts, deliveries.c.idempotency_key)
-                        .where(deliveries.c.id.in_(ids)).order_by(deliveries.c.id))
-    return [Claimed(r.id, r.event_id, r.connector_id, r.attempts, r.idempotency_key) for r in rows]
+    rows = conn.execute(deliveries.update().where(deliveries.c.id.in_(ids)).values(
+        status="in_flight", lease_owner=owner, lease_until=now + lease, attempts=deliveries.c.attempts + 1)
+        .returning(deliveries.c.id, deliveries.c.event_id, deliveries.c.connector_id, deliveries.c.attempts,
+                   deliveries.c.idempotency_key)).all()
+    return sorted((Claimed(r.id, r.event_id, r.connector_id, r.attempts, r.idempotency_key) for r in rows),
+                  key=lambda claimed: claimed.id)
 
 
 def backoff(attempts: int, rng: random.Random | None = None) -> float:
@@ -87,10 +97,14 @@ def _mine(owner: str) -> Any:
     return sa.and_(deliveries.c.status == "in_flight", deliveries.c.lease_owner == owner)
 
 
-def delivered(conn: sa.Connection, delivery_id: int, owner: str, status: int | None, now: dt.datetime) -> None:
-    conn.execute(deliveries.update().where(deliveries.c.id == delivery_id, _mine(owner)).values(
-        status="delivered", delivered_at=now, last_status=status, last_error=None, lease_owner=None,
-        lease_until=None))
+def delivered(conn: sa.Connection, delivery_ids: Sequence[int], owner: str, status: int | None,
+              now: dt.datetime) -> None:
+    """Record deliveries that the upstream answered with `status`: one statement for all of them (a worker
+    settles a whole batch at once, and most of a batch gets the same answer)."""
+    if delivery_ids:
+        conn.execute(deliveries.update().where(deliveries.c.id.in_(delivery_ids), _mine(owner)).values(
+            status="delivered", delivered_at=now, last_status=status, last_error=None, lease_owner=None,
+            lease_until=None))
 
 
 def failed_attempt(conn: sa.Connection, delivery_id: int, owner: str, now: dt.datetime, *, error: str,
