@@ -190,3 +190,76 @@ def process_cpu_seconds(pid: int) -> float:
     ticks = os.sysconf("SC_CLK_TCK")
     # Fields 14 and 15 of stat(5) (utime, stime); the split above starts at field 3.
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+@dataclass(frozen=True)
+class Checkout:
+    invoice: str
+    public_id: str
+    amount_minor: int
+    currency: str
+
+
+def open_checkouts(url: str, slug: str, customer: str, *, external_id_prefix: str = "") -> list[Checkout]:
+    """One open Stripe checkout per invoice of the organization (or per invoice whose external id starts with
+    the prefix), made the way the pay page makes them: through the domain, 500 per transaction."""
+    import datetime as dt
+    import secrets
+
+    import sqlalchemy as sa
+
+    from portal.db import Database
+    from portal.db.invoices import invoices
+    from portal.db.organizations import organizations
+    from portal.domain import checkouts, links
+
+    database = Database.from_url(url)
+    now = dt.datetime.now(dt.UTC)
+    made: list[Checkout] = []
+    try:
+        with database.transaction() as conn:
+            org_id = conn.scalar(sa.select(organizations.c.id).where(organizations.c.slug == slug))
+            link = links.create_link(conn, org_id, customer, now, days=30)
+            rows = conn.execute(sa.select(invoices.c.id, invoices.c.external_id).where(
+                invoices.c.organization_id == org_id, invoices.c.external_id.like(f"{external_id_prefix}%"))
+                .order_by(invoices.c.id)).all()
+        for start in range(0, len(rows), 500):
+            with database.transaction() as conn:
+                scope = links.resolve(conn, link.id, now)
+                for row in rows[start:start + 500]:
+                    checkout, superseded = checkouts.start(conn, scope, [row.id], "stripe", "card", now)
+                    assert not superseded
+                    checkouts.opened_at_provider(conn, checkout.id, "cs_test_" + secrets.token_hex(28),
+                                                 "https://checkout.stripe.com/c/pay/bench", None, now)
+                    made.append(Checkout(row.external_id, checkout.public_id, int(checkout.amount_minor),
+                                         checkout.currency))
+    finally:
+        database.dispose()
+    return made
+
+
+def checkout_completed(checkout: Checkout, *, email: str, name: str) -> tuple[str, str, bytes]:
+    """checkout.session.completed for `checkout`, as Stripe sends it (pretty-printed): (event id, payment
+    intent id, body)."""
+    import json
+    import secrets
+
+    created = int(time.time())
+    event_id, intent = "evt_" + secrets.token_hex(12), "pi_" + secrets.token_hex(12)
+    session = {
+        "id": "cs_test_a1" + secrets.token_hex(28), "object": "checkout.session",
+        "amount_subtotal": checkout.amount_minor, "amount_total": checkout.amount_minor,
+        "client_reference_id": checkout.public_id, "created": created - 60, "currency": checkout.currency.lower(),
+        "customer": None, "customer_details": {"email": email, "name": name, "address": {"country": "BE"},
+                                               "phone": None, "tax_exempt": "none"},
+        "expires_at": created + 86_340, "livemode": False, "locale": "fr", "metadata": {"checkout": checkout.public_id},
+        "mode": "payment", "payment_intent": intent, "payment_method_types": ["card"], "payment_status": "paid",
+        "status": "complete", "submit_type": "pay",
+        "success_url": "https://portal.example/pay/return?session_id={CHECKOUT_SESSION_ID}",
+        "cancel_url": "https://portal.example/pay", "ui_mode": "hosted", "url": None,
+    }
+    event = {"id": event_id, "object": "event", "api_version": "2025-09-30.clover", "created": created,
+             "data": {"object": session, "previous_attributes": {"status": "open", "payment_status": "unpaid"}},
+             "livemode": False, "pending_webhooks": 1, "request": {"id": None, "idempotency_key": None},
+             "type": "checkout.session.completed"}
+    return event_id, intent, json.dumps(event, indent=2).encode()

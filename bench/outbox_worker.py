@@ -39,7 +39,6 @@ import datetime as dt
 import hashlib
 import hmac
 import importlib.util
-import json
 import os
 import random
 import secrets
@@ -61,6 +60,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    checkout_completed,
+    open_checkouts,
     BACKENDS, Portal, Server, _stop, bench_database, free_port, portal_executable, process_cpu_seconds, py_spy,
     tail,
 )
@@ -340,67 +341,6 @@ def announce_events(url: str, slug: str) -> tuple[int, float]:
         database.dispose()
 
 
-@dataclass(frozen=True)
-class Checkout:
-    invoice: str
-    public_id: str
-    amount_minor: int
-    currency: str
-
-
-def open_checkouts(url: str, slug: str) -> list[Checkout]:
-    """One checkout per LAT- invoice, made the way the pay page makes them."""
-    import sqlalchemy as sa
-
-    from portal.db import Database
-    from portal.db.invoices import invoices
-    from portal.db.organizations import organizations
-    from portal.domain import checkouts, links
-
-    database = Database.from_url(url)
-    now = dt.datetime.now(dt.UTC)
-    made: list[Checkout] = []
-    try:
-        with database.transaction() as conn:
-            org_id = conn.scalar(sa.select(organizations.c.id).where(organizations.c.slug == slug))
-            link = links.create_link(conn, org_id, CUSTOMER, now, days=30)
-            scope = links.resolve(conn, link.id, now)
-            rows = conn.execute(sa.select(invoices.c.id, invoices.c.external_id).where(
-                invoices.c.organization_id == org_id, invoices.c.external_id.like("LAT-%"))
-                .order_by(invoices.c.id)).all()
-            for row in rows:
-                checkout, superseded = checkouts.start(conn, scope, [row.id], "stripe", "card", now)
-                assert not superseded
-                checkouts.opened_at_provider(conn, checkout.id, "cs_test_" + secrets.token_hex(28),
-                                             "https://checkout.stripe.com/c/pay/bench", None, now)
-                made.append(Checkout(row.external_id, checkout.public_id, int(checkout.amount_minor),
-                                     checkout.currency))
-    finally:
-        database.dispose()
-    return made
-
-
-def stripe_event(checkout: Checkout) -> bytes:
-    """checkout.session.completed as Stripe sends it (pretty-printed), for `checkout`."""
-    created = int(time.time())
-    session = {
-        "id": "cs_test_a1" + secrets.token_hex(28), "object": "checkout.session",
-        "amount_subtotal": checkout.amount_minor, "amount_total": checkout.amount_minor,
-        "client_reference_id": checkout.public_id, "created": created - 60, "currency": checkout.currency.lower(),
-        "customer": None, "customer_details": {"email": "compta@outbox-bench.example", "name": "Outbox Bench SRL",
-                                               "address": {"country": "BE"}, "phone": None, "tax_exempt": "none"},
-        "expires_at": created + 86_340, "livemode": False, "locale": "fr", "metadata": {"checkout": checkout.public_id},
-        "mode": "payment", "payment_intent": "pi_" + secrets.token_hex(12), "payment_method_types": ["card"],
-        "payment_status": "paid", "status": "complete", "submit_type": "pay",
-        "success_url": "https://portal.example/pay/return?session_id={CHECKOUT_SESSION_ID}",
-        "cancel_url": "https://portal.example/pay", "ui_mode": "hosted", "url": None,
-    }
-    event = {"id": "evt_" + secrets.token_hex(12), "object": "event", "api_version": "2025-09-30.clover",
-             "created": created, "data": {"object": session, "previous_attributes": {
-                 "status": "open", "payment_status": "unpaid"}},
-             "livemode": False, "pending_webhooks": 1, "request": {"id": None, "idempotency_key": None},
-             "type": "checkout.session.completed"}
-    return json.dumps(event, indent=2).encode()
 
 
 def stripe_signature(body: bytes) -> str:
@@ -624,7 +564,7 @@ async def _close_all(clients: Sequence[httpx.AsyncClient]) -> None:
 
 def measure_latency(portal: Portal, url: str, slug: str, server: Server, upstream: UpstreamClient,
                     args: argparse.Namespace, problems: list[str]) -> Latency:
-    checkouts = open_checkouts(url, slug)
+    checkouts = open_checkouts(url, slug, CUSTOMER, external_id_prefix="LAT-")
     rng = random.Random(20261001)
     latencies: list[float] = []
     webhook: list[float] = []
@@ -637,7 +577,7 @@ def measure_latency(portal: Portal, url: str, slug: str, server: Server, upstrea
         cpu_before, wall_before = process_cpu_seconds(worker.pid), time.monotonic()
         for checkout in checkouts:
             time.sleep(rng.uniform(0.2, 0.6))
-            body = stripe_event(checkout)
+            body = checkout_completed(checkout, email="compta@outbox-bench.example", name="Outbox Bench SRL")[2]
             index = upstream.count()
             headers = {"content-type": "application/json; charset=utf-8", "user-agent": "Stripe/1.0",
                        "stripe-signature": stripe_signature(body)}

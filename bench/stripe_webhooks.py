@@ -33,9 +33,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import hmac
-import json
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -52,7 +50,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    BACKENDS, Portal, Server, bench_database, driver_url, free_port, process_cpu_seconds, py_spy, tail,
+    BACKENDS, Checkout, Portal, Server, bench_database, checkout_completed, driver_url, free_port, open_checkouts,
+    process_cpu_seconds, py_spy, tail,
 )
 
 SECRET = "whsec_quittance_bench_0123456789abcdef"
@@ -92,71 +91,10 @@ def push_invoices(server: Server, api_key: str, count: int) -> None:
                 raise RuntimeError(f"invoice batch: {answer.status_code} {answer.text[:500]}")
 
 
-@dataclass(frozen=True)
-class Checkout:
-    public_id: str
-    amount_minor: int
-    currency: str
-
-
-def open_checkouts(url: str, slug: str) -> list[Checkout]:
-    """One checkout per invoice, made the way the pay page makes them (the domain, not hand-written rows)."""
-    import sqlalchemy as sa
-
-    from portal.db import Database
-    from portal.db.invoices import invoices
-    from portal.db.organizations import organizations
-    from portal.domain import checkouts, links
-
-    database = Database.from_url(url)
-    now = dt.datetime.now(dt.UTC)
-    made: list[Checkout] = []
-    try:
-        with database.transaction() as conn:
-            org_id = conn.scalar(sa.select(organizations.c.id).where(organizations.c.slug == slug))
-            link = links.create_link(conn, org_id, CUSTOMER, now, days=30)
-            invoice_ids = conn.scalars(sa.select(invoices.c.id).where(invoices.c.organization_id == org_id)
-                                       .order_by(invoices.c.id)).all()
-        for start in range(0, len(invoice_ids), 500):
-            with database.transaction() as conn:
-                scope = links.resolve(conn, link.id, now)
-                for invoice_id in invoice_ids[start:start + 500]:
-                    row, superseded = checkouts.start(conn, scope, [invoice_id], "stripe", "card", now)
-                    assert not superseded
-                    checkouts.opened_at_provider(conn, row.id, "cs_test_" + secrets.token_hex(28),
-                                                 "https://checkout.stripe.com/c/pay/bench", None, now)
-                    made.append(Checkout(row.public_id, int(row.amount_minor), row.currency))
-    finally:
-        database.dispose()
-    return made
-
-
 def make_events(checkouts: Sequence[Checkout]) -> list[tuple[str, str, bytes]]:
     """(event id, payment intent id, body) per checkout: the body Stripe would send, pretty-printed as it does."""
-    events = []
-    created = int(time.time())
-    for checkout in checkouts:
-        event_id, intent, session = "evt_" + secrets.token_hex(12), "pi_" + secrets.token_hex(12), \
-            "cs_test_a1" + secrets.token_hex(28)
-        session_object = {
-            "id": session, "object": "checkout.session", "amount_subtotal": checkout.amount_minor,
-            "amount_total": checkout.amount_minor, "client_reference_id": checkout.public_id,
-            "created": created - 60, "currency": checkout.currency.lower(), "customer": None,
-            "customer_details": {"email": "compta@webhook-bench.example", "name": "Webhook Bench SRL",
-                                 "address": {"country": "BE"}, "phone": None, "tax_exempt": "none"},
-            "expires_at": created + 86_340, "livemode": False, "locale": "fr",
-            "metadata": {"checkout": checkout.public_id}, "mode": "payment", "payment_intent": intent,
-            "payment_method_types": ["card"], "payment_status": "paid", "status": "complete",
-            "submit_type": "pay", "success_url": "https://portal.example/pay/return?session_id={CHECKOUT_SESSION_ID}",
-            "cancel_url": "https://portal.example/pay", "ui_mode": "hosted", "url": None,
-        }
-        event = {"id": event_id, "object": "event", "api_version": "2025-09-30.clover", "created": created,
-                 "data": {"object": session_object, "previous_attributes": {"status": "open",
-                                                                             "payment_status": "unpaid"}},
-                 "livemode": False, "pending_webhooks": 1, "request": {"id": None, "idempotency_key": None},
-                 "type": "checkout.session.completed"}
-        events.append((event_id, intent, json.dumps(event, indent=2).encode()))
-    return events
+    return [checkout_completed(checkout, email="compta@webhook-bench.example", name="Webhook Bench SRL")
+            for checkout in checkouts]
 
 
 def signature_header(body: bytes, secret: str, timestamp: int) -> str:
@@ -498,7 +436,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> BackendResult:
         problems: list[str] = []
         with portal.serve() as server:
             push_invoices(server, api_key, closed + paced_events)
-            checkouts = open_checkouts(url, slug)
+            checkouts = open_checkouts(url, slug, CUSTOMER)
             events = make_events(checkouts)
             bodies = [body for _, _, body in events]
             log(f"{backend}: {len(checkouts)} open checkouts; {args.warmup} warm-up + {args.events} events, "
