@@ -304,8 +304,8 @@ def outbox() -> None:
 def outbox_list(org_slug: str | None, status: str | None, limit: int) -> None:
     from portal.domain.deliveries import listing
 
-    rows = _run(lambda conn: listing(conn, orgs.get_organization(conn, org_slug).id if org_slug else None, status,
-                                     0, limit))
+    rows, _ = _run(lambda conn: listing(conn, orgs.get_organization(conn, org_slug).id if org_slug else None,
+                                        status, 0, limit))
     for row in rows:
         error = f"\t{row.last_error}" if row.last_error else ""
         click.echo(f"{row.id}\t{row.status}\t{row.connector_name}\tevent {row.event_id}\t"

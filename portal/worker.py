@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from portal.clock import Clock, SystemClock, as_utc
 from portal.connectors import registry
+from portal.connectors.pull_import import PullImporter
 from portal.connectors.base import Connector, Event, Result
 from portal.db import Database
 from portal.db.connectors import connectors, deliveries
@@ -34,6 +35,8 @@ from portal.db.organizations import organizations
 from portal.db.payments import outbox_events
 from portal.domain import deliveries as outbox
 from portal.money import format_minor
+from portal.providers.registry import ProviderRegistry
+from portal.reconcile import reconcile
 from portal.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,8 @@ class Worker:
         self._client = self._clients[0][0]
         self._connectors: dict[tuple[int, dt.datetime, int], Connector] = {}
         self._next_reconcile = 0.0
+        # Built once: it keeps one SDK client per provider configuration across reconciliations.
+        self._providers = ProviderRegistry(settings)
 
     async def aclose(self) -> None:
         for client, _ in self._clients:
@@ -196,11 +201,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         if loop.time() >= self._next_reconcile:
             self._next_reconcile = loop.time() + self.options.reconcile_seconds
-            from portal.providers.registry import ProviderRegistry
-            from portal.reconcile import reconcile
-
-            report = await run_in_threadpool(reconcile, self.db, ProviderRegistry(self.settings), self.settings,
-                                             self.clock.now())
+            report = await run_in_threadpool(reconcile, self.db, self._providers, self.settings, self.clock.now())
             if report.asked:
                 log.info("reconciliation: %s", report)
         await self._imports()
@@ -210,8 +211,6 @@ class Worker:
         due = await run_in_threadpool(self.db.run, lambda conn: conn.execute(sa.select(connectors).where(
             connectors.c.type == "pull_import", connectors.c.next_run_at <= now)).all(), write=False)
         for row in due:
-            from portal.connectors.pull_import import PullImporter
-
             importer = PullImporter(row.settings, self._client)
             try:
                 report = await importer.run(self.db, row.organization_id, row.cursor, now)

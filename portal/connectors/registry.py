@@ -9,30 +9,21 @@ from urllib.parse import urlsplit
 import httpx
 
 from portal.connectors.base import Connector
+from portal.connectors.email import EmailConnector
+from portal.connectors.pull_import import PullImporter
 from portal.connectors.status_patch import StatusPatchConnector
 from portal.connectors.webhook import WebhookConnector
+from portal.domain.outbox import EVENT_TYPES
 from portal.settings import Settings
 
 DELIVERING = {"webhook": WebhookConnector, "status_patch": StatusPatchConnector}
 TYPES = ("webhook", "status_patch", "pull_import", "email")
 
 
-def _email() -> Any:
-    from portal.connectors.email import EmailConnector
-
-    return EmailConnector
-
-
-def _importer() -> Any:
-    from portal.connectors.pull_import import PullImporter
-
-    return PullImporter
-
-
 def validate(kind: str, settings: dict[str, Any], *, allow_private_networks: bool = False) -> list[str]:
     if kind not in TYPES:
         return [f"type: one of {', '.join(TYPES)}"]
-    cls = DELIVERING.get(kind) or (_email() if kind == "email" else _importer())
+    cls = DELIVERING.get(kind) or (EmailConnector if kind == "email" else PullImporter)
     problems = list(cls.validate_settings(settings))
     if not allow_private_networks:
         problems += [f"{key}: {url} is a loopback, private or link-local address; our worker will not call it"
@@ -63,12 +54,10 @@ def _is_internal(url: str) -> bool:
 
 def event_types(kind: str, settings: dict[str, Any]) -> list[str]:
     """What the connector will be handed, decided when it is configured (fan-out reads only this)."""
-    from portal.domain.outbox import EVENT_TYPES
-
     if kind == "pull_import":
         return []
     if kind == "email":
-        return [t for t in EVENT_TYPES if _email().wants_type(settings, t)]
+        return [t for t in EVENT_TYPES if EmailConnector.wants_type(settings, t)]
     if kind == "status_patch":
         return [t for t in EVENT_TYPES if t in settings["requests"]]
     return [t for t in EVENT_TYPES if t in (settings.get("events") or EVENT_TYPES)]
@@ -78,7 +67,7 @@ def build(kind: str, settings: dict[str, Any], client: httpx.AsyncClient, app_se
     if kind in DELIVERING:
         return DELIVERING[kind](settings, client)  # type: ignore[no-any-return]
     if kind == "email":
-        return _email().from_settings(settings, app_settings)  # type: ignore[no-any-return]
+        return EmailConnector.from_settings(settings, app_settings)  # type: ignore[no-any-return]
     raise ValueError(f"{kind} connectors do not deliver events")
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from portal.db.paging import page_by_id
 from portal.db.connectors import connectors, deliveries
 from portal.errors import NotFound
 
@@ -136,14 +137,14 @@ def retry(conn: sa.Connection, organization_id: int | None, delivery_id: int, no
 
 
 def listing(conn: sa.Connection, organization_id: int | None, status: str | None, after_id: int,
-            limit: int) -> list[sa.Row[Any]]:
+            limit: int) -> tuple[list[sa.Row[Any]], int | None]:
     query = (sa.select(deliveries, connectors.c.name.label("connector_name"))
              .join(connectors, connectors.c.id == deliveries.c.connector_id).where(deliveries.c.id > after_id))
     if organization_id is not None:
         query = query.where(deliveries.c.organization_id == organization_id)
     if status is not None:
         query = query.where(deliveries.c.status == status)
-    return conn.execute(query.order_by(deliveries.c.id).limit(limit)).all()
+    return page_by_id(conn, query, deliveries.c.id, limit)
 
 
 def next_due(conn: sa.Connection) -> dt.datetime | None:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import orjson
 import sqlalchemy as sa
 
+from portal.db.paging import page_by_id
 from portal.db.bulk import insert_many
 from portal.db.customers import customers
 from portal.db.invoices import invoice_conflicts, invoice_timeline, invoices
@@ -372,10 +373,7 @@ def list_invoices(
         query = query.where(column.is_not(None) if filters.has_document else column.is_(None))
     if filters.may_have_documents is not None:
         query = query.where(invoices.c.may_have_documents == filters.may_have_documents)
-    rows = conn.execute(query.order_by(invoices.c.id).limit(limit + 1)).all()
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1].id
-    return rows, None
+    return page_by_id(conn, query, invoices.c.id, limit)
 
 
 def timeline_of(conn: sa.Connection, organization_id: int, invoice_id: int) -> list[sa.Row[Any]]:
@@ -406,10 +404,7 @@ def list_conflicts(conn: sa.Connection, organization_id: int, *, unresolved_only
     query = conflict_query(organization_id).where(invoice_conflicts.c.id > after_id)
     if unresolved_only:
         query = query.where(invoice_conflicts.c.resolved_at.is_(None))
-    rows = conn.execute(query.order_by(invoice_conflicts.c.id).limit(limit + 1)).all()
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1].id
-    return rows, None
+    return page_by_id(conn, query, invoice_conflicts.c.id, limit)
 
 
 def record_timeline(conn: sa.Connection, organization_id: int, invoice_id: int, now: dt.datetime, kind: str,

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from portal.db.paging import page_by_id
 from portal.db.customers import customers
 from portal.db.invoices import invoices
 from portal.db.portal import remarks
@@ -82,7 +83,4 @@ def since(conn: sa.Connection, organization_id: int, after_id: int, since_time: 
         query = query.where(remarks.c.created_at >= since_time)
     if author is not None:
         query = query.where(remarks.c.author == author)
-    rows = conn.execute(query.order_by(remarks.c.id).limit(limit + 1)).all()
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1].id
-    return rows, None
+    return page_by_id(conn, query, remarks.c.id, limit)

@@ -129,11 +129,9 @@ def register(api: Api) -> None:
         if status is not None and status not in ("pending", "in_flight", "delivered", "dead"):
             raise InvalidInput("Bad status.", [FieldError("/status", "pending, in_flight, delivered or dead")])
         limit = query_limit(ctx.request)
-        rows = await ctx.services.db.read(deliveries.listing, ctx.org_id, status,
-                                          decode_cursor(ctx.request.query_params.get("cursor")), limit + 1)
-        page, more = rows[:limit], len(rows) > limit
-        return json_response({"items": [delivery_output(r) for r in page],
-                              "next_cursor": encode_cursor(page[-1].id) if more else None})
+        rows, last_id = await ctx.services.db.read(deliveries.listing, ctx.org_id, status,
+                                                   decode_cursor(ctx.request.query_params.get("cursor")), limit)
+        return json_response({"items": [delivery_output(r) for r in rows], "next_cursor": encode_cursor(last_id)})
 
     @api.operation("POST", "/deliveries/{delivery_id}/retry", operation_id="retryDelivery", tags=("connectors",),
                    summary="Try a dead delivery again", responses={204: ("Queued again", None)})
