@@ -104,14 +104,14 @@ class Portal:
         return self.run("apikey", "create", slug, "--name", "benchmark").strip().splitlines()[-1]
 
     @contextmanager
-    def serve(self, *, ready_timeout: float = 30.0) -> Iterator[Server]:
+    def serve(self, *, workers: int = 1, ready_timeout: float = 30.0) -> Iterator[Server]:
         """`portal serve` on a free loopback port until the block ends; the server is always stopped."""
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"
         log_path = self.workdir / f"server-{port}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [str(portal_executable()), "serve", "--port", str(port)],
+                [str(portal_executable()), "serve", "--port", str(port), "--workers", str(workers)],
                 env={**self.env, "PORTAL_BASE_URL": base_url}, cwd=self.workdir, stdout=log,
                 stderr=subprocess.STDOUT)
             try:
@@ -185,11 +185,23 @@ def rate(count: int, seconds: float) -> float:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc), to see where the two cores went."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User + system CPU time a process and its live child processes (uvicorn's workers) have used so far
+    (Linux /proc), to see where the two cores went."""
     ticks = os.sysconf("SC_CLK_TCK")
-    # Fields 14 and 15 of stat(5) (utime, stime); the split above starts at field 3.
-    return (int(fields[11]) + int(fields[12])) / ticks
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = [Path(f"/proc/{current}/task/{task.name}/children").read_text().split()
+                        for task in Path(f"/proc/{current}/task").iterdir()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a child that ended between the listing and the read
+        # Fields 14 and 15 of stat(5) (utime, stime); the split above starts at field 3.
+        total += (int(fields[11]) + int(fields[12])) / ticks
+        pending.extend(int(child) for listed in children for child in listed)
+    return total
 
 
 @dataclass(frozen=True)

@@ -63,9 +63,7 @@ TARGET_P99_MS = 50.0
 TARGET_SCALING = 1.2
 DEBTOR_INVOICES = 20
 SECRET = "bench-portal-history-signing-key"
-# What `portal serve` passes to uvicorn (portal/cli.py), so that the ceiling is served the same way.
-UVICORN_SETTINGS = {"host": "127.0.0.1", "workers": 1, "proxy_headers": True, "log_level": "info",
-                    "access_log": False}
+CEILING_CONFIG_ENV = "QUITTANCE_BENCH_CEILING_CONFIG"
 CSRF_FIELD = re.compile(r'name="csrf" value="[^"]*"')
 
 # ---------------------------------------------------------------------------------------------------------
@@ -360,7 +358,7 @@ def _ceiling_app(config: CeilingConfig) -> Any:
     from portal.domain.debtor import PAGE_SIZE, Summary
     from portal.domain.links import DebtorScope
     from portal.web.portal.i18n import LANGUAGE_NAMES, Formatter, environment, language_of
-    from portal.web.portal.view import row_view, summary_view
+    from portal.web.portal.view import history_row_view, summary_view
 
     sqlite = config.backend == "sqlite"
     csrf = "x" * 86  # as long as a real token; the app signs one per page, the ceiling does not
@@ -410,10 +408,11 @@ def _ceiling_app(config: CeilingConfig) -> Any:
                                    if getattr(r, c) is not None}) for r in items]
         total = items[0].matching if items else 0
         language = language_of(scope.customer_locale)
+        fmt = Formatter.for_language(language, scope.customer_locale)
         return environment(language).get_template("portal/history.html").render(
             request_path="/portal", query="", language=language, languages=LANGUAGE_NAMES,
-            fmt=Formatter.for_language(language, scope.customer_locale), scope=scope, csrf=csrf,
-            summary=summary_view(summary), rows=[row_view(r, today) for r in items], page=1,
+            fmt=fmt, scope=scope, csrf=csrf,
+            summary=summary_view(summary), rows=[history_row_view(r, today, fmt) for r in items], page=1,
             pages=max(1, -(-total // PAGE_SIZE)), total=total, status=None, year=None, years=summary.years)
 
     if sqlite:
@@ -471,22 +470,28 @@ def _ceiling_app(config: CeilingConfig) -> Any:
     return Starlette(routes=[Route("/portal", page), Route("/ready", ready)], lifespan=lifespan)
 
 
-def serve_ceiling(config_path: str, port: int) -> None:
-    import uvicorn
+def ceiling_app_from_environment() -> Any:
+    """The ceiling app in each uvicorn worker process (they import this module afresh)."""
+    return _ceiling_app(pickle.loads(Path(os.environ[CEILING_CONFIG_ENV]).read_bytes()))
 
-    config: CeilingConfig = pickle.loads(Path(config_path).read_bytes())
-    uvicorn.run(_ceiling_app(config), port=port, **UVICORN_SETTINGS)  # type: ignore[arg-type]
+
+def serve_ceiling(config_path: str, port: int, workers: int) -> None:
+    from portal.web.server import serve
+
+    os.environ[CEILING_CONFIG_ENV] = config_path
+    serve("127.0.0.1", port, workers, f"{Path(__file__).stem}:ceiling_app_from_environment", factory=True)
 
 
 @contextmanager
-def ceiling_server(config: CeilingConfig, workdir: Path) -> Iterator[Server]:
+def ceiling_server(config: CeilingConfig, workdir: Path, workers: int) -> Iterator[Server]:
     config_path = workdir / "ceiling.pickle"
     config_path.write_bytes(pickle.dumps(config))
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_path = workdir / f"ceiling-{port}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, __file__, "--serve-ceiling", str(config_path), "--port", str(port)],
+        process = subprocess.Popen([sys.executable, __file__, "--serve-ceiling", str(config_path), "--port", str(port),
+                                    "--workers", str(workers)],
                                    stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
         try:
             deadline = time.monotonic() + 30
@@ -560,7 +565,7 @@ def gil_profile(pid: int, output: Path | None) -> Iterator[None]:
         raise RuntimeError("py-spy not found; pip install py-spy")
     output.parent.mkdir(parents=True, exist_ok=True)
     kind = {".json": "speedscope", ".txt": "raw"}.get(output.suffix, "flamegraph")
-    process = subprocess.Popen([executable, "record", "--pid", str(pid), "--rate", "250", "--gil", "--nonblocking",
+    process = subprocess.Popen([executable, "record", "--pid", str(pid), "--subprocesses", "--rate", "250", "--gil", "--nonblocking",
                                 "--format", kind, "--output", str(output)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -626,7 +631,7 @@ def run_one(backend: str, dataset: Dataset, args: argparse.Namespace) -> Result:
         log(f"{backend} {dataset.label}: loaded in {load_seconds:.1f}s")
         link_path = issue_link(url, slug, dataset)
         profile = args.profile / f"{backend}-{dataset.invoices}.{args.profile_format}" if args.profile else None
-        with portal.serve() as app_server:
+        with portal.serve(workers=args.workers) as app_server:
             cookie = open_session(app_server, link_path)
             app_html = httpx.get(f"{app_server.base_url}/portal", headers={"cookie": cookie}).text
             statements = capture_statements(url, cookie)
@@ -634,7 +639,7 @@ def run_one(backend: str, dataset: Dataset, args: argparse.Namespace) -> Result:
                 log(f"{backend} {dataset.label}: plan: {plan}")
             dsn = url.removeprefix("sqlite:///") if backend == "sqlite" else driver_url(url)
             config = CeilingConfig(backend, dsn, statements, args.pg_connections)
-            with ceiling_server(config, workdir) as ceiling_server_:
+            with ceiling_server(config, workdir, args.workers) as ceiling_server_:
                 ceiling_html = httpx.get(f"{ceiling_server_.base_url}/portal").text
                 if not same_page(app_html, ceiling_html):
                     (workdir.parent / "history-app.html").write_text(app_html)
@@ -666,7 +671,7 @@ def report(results: list[Result], args: argparse.Namespace) -> bool:
     print()
     print(f"GET /portal, a debtor with {DEBTOR_INVOICES} invoices among {args.customers:,} customers; "
           f"wrk, {args.connections} connections, {args.duration:g} s after {args.warmup:g} s warm-up, median of "
-          f"{args.rounds} alternated rounds; uvicorn, 1 worker, {os.cpu_count()} cores")
+          f"{args.rounds} alternated rounds; uvicorn, {args.workers} worker(s), {os.cpu_count()} cores")
     header = (f"{'backend':<11} {'invoices':>10} {'rps':>6} {'p50 ms':>7} {'p99 ms':>7} {'cpu/req':>8} "
               f"{'ceiling rps':>11} {'c. p50':>7} {'c. p99':>7} {'c. cpu/req':>10} {'ratio':>6} {'cpu ratio':>9} "
               f"{'load':>5}")
@@ -708,6 +713,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, help="app/ceiling measurements, alternated; medians kept (default 3)")
     parser.add_argument("--pg-connections", type=int, help="the ceiling's PostgreSQL connections (default: as many "
                         "as the load's)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="uvicorn worker processes, for the app and the ceiling alike (default: one per core)")
     parser.add_argument("--quick", action="store_true", help="10k and 50k invoices (unless --sizes), 4 s runs")
     parser.add_argument("--profile", type=Path, help="py-spy the app and ceiling servers into this directory")
     parser.add_argument("--profile-format", choices=("svg", "txt", "json"), default="svg")
@@ -715,7 +722,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_ceiling:
-        serve_ceiling(args.serve_ceiling, args.port)
+        serve_ceiling(args.serve_ceiling, args.port, args.workers)
         return 0
     if shutil.which("wrk") is None:
         parser.error("wrk not found: apt-get install -y wrk")

@@ -37,17 +37,18 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=None, help="Defaults to $PORT, then 8000.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Server processes (PostgreSQL only).")
-def serve(host: str, port: int | None, workers: int) -> None:
+@click.option("--workers", type=int, default=None,
+              help="Server processes. Defaults to $WEB_CONCURRENCY, then 1. See docs/operations.md for SQLite.")
+def serve(host: str, port: int | None, workers: int | None) -> None:
     """Run the web server."""
-    import uvicorn
+    from portal.web.server import serve as serve_web
 
     port = port or int(os.environ.get("PORT") or 8000)
+    workers = workers or int(os.environ.get("WEB_CONCURRENCY") or 1)
     if not _settings().secret_keys:
         click.echo("warning: PORTAL_SECRET_KEYS is not set; debtor links are signed with a development key that "
                    "anyone can read in the source. Set it before real debtors get links.", err=True)
-    uvicorn.run("portal.web.asgi:app", host=host, port=port, workers=workers, proxy_headers=True,
-                log_level="info", access_log=False)
+    sys.exit(serve_web(host, port, workers))
 
 
 @main.group()

@@ -337,7 +337,7 @@ class PullImporter:
             return upsert_invoices(conn, organization_id, [invoice for _, _, invoice, _ in accepted], now,
                                    raw_payloads=[raw for _, _, _, raw in accepted])
 
-        outcomes = await db.write(write)
+        outcomes = await db.write_bulk(write)
         for (label, value, _, _), outcome in zip(accepted, outcomes, strict=True):
             if outcome.result == "error":
                 state.fail(label, self._describe(outcome.error), value)

@@ -15,18 +15,12 @@ signature is checked again against the current configuration before anything is 
 removed is refused from the next event on, as without the cache, and a secret just added works at once: a
 signature that fails against the kept configuration is tried against a fresh one before the 400.
 Organizations are never renamed nor deleted, so a slug's id does not go stale.
-
-On SQLite the handler's write transactions wait their turn in the event loop, first come first served, rather
-than in SQLite's busy handler (which sleeps 1, 2, 5 ... 100 ms between attempts, so under a burst of events a
-few of them waited seconds while others passed). One connection writes at a time either way.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import weakref
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -157,18 +151,6 @@ async def _fresh(request: Request, slug: str) -> _Known:
     return known
 
 
-async def _write(request: Request, fn: Any, *args: Any) -> Any:
-    services = _services(request)
-    if services.db.is_postgresql:
-        return await services.db.write(fn, *args)
-    # One queue per event loop (an asyncio.Lock belongs to the loop that first waits on it; tests run several).
-    queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = _kept(
-        request, "stripe_webhook_sqlite_writes", weakref.WeakKeyDictionary)
-    queue = queues.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-    async with queue:  # FIFO
-        return await services.db.write(fn, *args)
-
-
 async def stripe(request: Request) -> Response:
     body = await read_bounded(request, STRIPE_BODY_LIMIT)
     slug = request.path_params["org"]
@@ -200,7 +182,7 @@ async def stripe(request: Request) -> Response:
                 return _empty(400)
             known, fresh = await _fresh(request, slug), True
             continue
-        outcome = await _write(request, record, known, event)
+        outcome = await _services(request).db.write(record, known, event)
         if outcome is not _STALE:
             log.info("stripe %s %s: %s", event.event_type, event.event_id, outcome)
             return _empty(200)

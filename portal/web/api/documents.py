@@ -116,7 +116,7 @@ def register(api: Api) -> None:
         finally:
             documents.discard(staged)
         now = ctx.now()
-        outcomes = iter(await services.db.write(
+        outcomes = iter(await services.db.write_bulk(
             documents.attach_documents, ctx.org_id, files, now, source="archive") if files else [])
         entries = []
         for entry in staged:

@@ -175,7 +175,7 @@ def register(api: Api) -> None:
                 external_id = raw.get("external_id") if isinstance(raw, dict) else None
                 results[index] = _item_error(external_id if isinstance(external_id, str) else None, exc)
         now = ctx.now()
-        outcomes = await ctx.services.db.write(
+        outcomes = await ctx.services.db.write_bulk(
             domain.upsert_invoices, ctx.org_id, [item for _, item, _ in accepted], now,
             raw_payloads=[raw for _, _, raw in accepted]) if accepted else []
         for (index, _, _), outcome in zip(accepted, outcomes, strict=True):

@@ -30,7 +30,7 @@ from portal.web.api.problems import HttpProblem
 from portal.web.downloads import attachment, safe_filename
 from portal.web.portal import session as sessions
 from portal.web.portal.i18n import LANGUAGE_NAMES, LANGUAGES, Formatter, environment, language_of
-from portal.web.portal.view import invoice_view, row_view, summary_view, timeline_view
+from portal.web.portal.view import history_row_view, invoice_view, summary_view, timeline_view
 
 T = TypeVar("T")
 FORM_LIMIT = 16 * 1024
@@ -165,8 +165,10 @@ async def history(request: Request) -> Response:
     today = services_of(request).now().date()
     debtor_req, result = await debtor_request(
         request, lambda conn, scope: debtor.history(conn, scope, today, status=status, year=year, page=page))
+    fmt = Formatter.for_language(debtor_req.language, debtor_req.scope.customer_locale)
     return debtor_req.render("portal/history.html", {
-        "summary": summary_view(result.summary), "rows": [row_view(row, today) for row in result.items],
+        "summary": summary_view(result.summary),
+        "rows": [history_row_view(row, today, fmt) for row in result.items],
         "page": result.page, "pages": result.pages, "total": result.total, "status": status, "year": year,
         "years": result.summary.years,
         "notice": "nodocuments" if request.query_params.get("nodocuments") == "1" else None,

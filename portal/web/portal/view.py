@@ -7,9 +7,12 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portal.domain.debtor import DUE_SOON, Summary, outstanding_minor
+
+if TYPE_CHECKING:
+    from portal.web.portal.i18n import Formatter
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,18 @@ def row_view(row: Any, today: dt.date) -> dict[str, Any]:
         "total": Amount(row.total_minor, row.currency), "due": Amount(outstanding_minor(row), row.currency),
         "has_document": row.document_sha256 is not None,
     }
+
+
+def history_row_view(row: Any, today: dt.date, fmt: Formatter) -> dict[str, Any]:
+    """A row of the history page with its dates and amounts already written for the reader. The page shows
+    twenty rows; formatting here costs a fraction of calling the formatter from the template (each call from
+    Jinja goes through its context), which was a fifth of the page."""
+    view = row_view(row, today)
+    total, due = view["total"], view["due"]
+    view.update(issue_date_text=fmt.date(row.issue_date), due_date_text=fmt.date(row.due_date),
+                total_text=fmt.money(total.minor, total.currency),
+                due_text=fmt.money(due.minor, due.currency) if due.minor else None)
+    return view
 
 
 def invoice_view(row: Any, today: dt.date) -> dict[str, Any]:

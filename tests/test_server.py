@@ -1,0 +1,90 @@
+"""`portal serve --workers 2` as a deployer runs it: two processes answering on one port, the connections spread
+between them, a clean stop on SIGTERM, and no half-capacity server left running when one process dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from portal.db.migrate import upgrade
+from tests.support.smtp import free_port
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+
+
+def children(pid: int) -> list[int]:
+    """The server processes (multiprocessing also starts a resource tracker, which serves nothing)."""
+    listed = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+              for child in (task / "children").read_text().split()]
+    return [child for child in listed if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    url = f"sqlite:///{tmp_path / 'portal.db'}"
+    upgrade(url)
+    port = free_port()
+    env = {**os.environ, "PORTAL_DATABASE_URL": url, "PORTAL_STORAGE_DIR": str(tmp_path / "files"),
+           "PORTAL_SECRET_KEYS": "test-server-key", "NO_PROXY": "127.0.0.1,localhost"}
+    process = subprocess.Popen([sys.executable, "-m", "portal.cli", "serve", "--port", str(port), "--workers", "2"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while len(children(process.pid)) < 2 or not _answers(base_url):
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        time.sleep(1)  # both processes listening, not only the first
+        yield process, base_url
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _answers(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/api/v1/openapi.json", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_two_processes_share_the_connections_and_stop_on_sigterm(server: tuple[subprocess.Popen[bytes], str]) -> None:
+    process, base_url = server
+    workers = children(process.pid)
+    assert len(workers) == 2
+    before = {pid: cpu_ticks(pid) for pid in workers}
+    # Each connection is kept alive for several requests, as a proxy's pool would; the kernel spreads the
+    # connections, so both processes must have done work (a page each time: enough CPU to show in /proc).
+    for _ in range(16):
+        with httpx.Client(base_url=base_url, timeout=10) as client:
+            for _ in range(20):
+                assert client.get("/l/not-a-token").status_code == 404
+    assert all(cpu_ticks(pid) > before[pid] for pid in workers), "one process took every connection"
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=40) == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_a_process_that_dies_stops_the_server(server: tuple[subprocess.Popen[bytes], str]) -> None:
+    process, _ = server
+    first, second = children(process.pid)
+    os.kill(first, signal.SIGKILL)
+    assert process.wait(timeout=40) == 1  # the process manager sees it and restarts the whole server
+    assert not Path(f"/proc/{second}").exists()
+    assert process.stderr is not None and b"a server process ended" in process.stderr.read()
