@@ -168,7 +168,7 @@ def py_spy(pid: int, output: Path | None, *, rate: int = 200) -> Iterator[None]:
     output.parent.mkdir(parents=True, exist_ok=True)
     # --nonblocking: sample without pausing the server, so the profile costs the measurement little.
     kind = {".json": "speedscope", ".txt": "raw"}.get(output.suffix, "flamegraph")
-    process = subprocess.Popen([executable, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking",
+    process = subprocess.Popen([executable, "record", "--pid", str(pid), "--subprocesses", "--rate", str(rate), "--nonblocking",
                                 "--format", kind, "--output", str(output)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(0.5)  # py-spy needs a moment to attach; samples before that would be lost anyway

@@ -12,7 +12,7 @@ provider "stripe", `checkouts.opened_at_provider`: state "open", as the pay page
 client_reference_id and metadata.checkout, a new pi_ id), pretty-printed like Stripe's, signed at send time
 with t=now and v1 = HMAC-SHA256 of "{t}.{body}".
 
-A separate load process (asyncio + httpx) sends them: the warm-up events, then the measured ones in a closed
+A separate load process (asyncio and a minimal HTTP/1.1 client of its own) sends them: the warm-up events, then the measured ones in a closed
 loop (each of the 32 connections sends its next event as soon as it has the answer), then more events paced
 at --paced per second (open loop: latency counted from each event's scheduled time). Afterwards the database
 must hold exactly one payment per event and every invoice paid; then every 10th event is sent again, and
@@ -34,6 +34,7 @@ import datetime as dt
 import hashlib
 import hmac
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -149,22 +150,70 @@ def run_load(url: str, bodies: Sequence[bytes], warmup: int, concurrency: int, s
     return Load(**out)
 
 
+class _HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection that sends a request and waits for its whole answer. The load client
+    is this small on purpose: it shares the two cores with the server, and httpx spent about 0.9 ms of CPU a
+    request (its pool, its models), a third of what the server spends on a webhook."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.answer: asyncio.Future[int] | None = None
+        self.expected = 0
+        self.status = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.expected:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end]).lower()
+            length = _CONTENT_LENGTH.search(head)
+            if length is None:  # every answer of the app and of the ceiling has a Content-Length
+                self._fail(ConnectionError(f"no content-length in {head[:200]!r}"))
+                return
+            self.status, self.expected = int(head[9:12]), end + 4 + int(length.group(1))
+        if len(self.buffer) >= self.expected and self.answer is not None and not self.answer.done():
+            del self.buffer[:self.expected]
+            self.expected = 0
+            self.answer.set_result(self.status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionError("connection closed"))
+
+    def _fail(self, exc: Exception) -> None:
+        if self.answer is not None and not self.answer.done():
+            self.answer.set_exception(exc)
+
+    async def request(self, raw: bytes) -> int:
+        assert self.transport is not None
+        self.answer = asyncio.get_running_loop().create_future()
+        self.transport.write(raw)
+        return await self.answer
+
+
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)")
+
+
 async def _send_all(url: str, bodies: Sequence[bytes], concurrency: int, latencies: list[float],
                     statuses: dict[str, int], rate: float = 0.0) -> None:
     """Each of `concurrency` connections sends the next event as soon as it has its answer; with a `rate`,
     event i is due at i / rate seconds and its latency counts from then, so time spent waiting for a free
-    connection is counted too (no coordinated omission)."""
+    connection is counted too (no coordinated omission). Every event is signed when it is sent."""
+    target = httpx.URL(url)
+    head = (f"POST {target.raw_path.decode()} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
+            "Content-Type: application/json; charset=utf-8\r\nUser-Agent: Stripe/1.0\r\n").encode()
     queue = iter(range(len(bodies)))
     began = time.perf_counter()
+    loop = asyncio.get_running_loop()
 
     async def connection() -> None:
-        # One client per connection: httpcore's pool scans all its connections for every request, which with
-        # 32 in one pool cost the client more CPU than the server spent. uvicorn closes a connection after 5 s
-        # without a request; the client lets go of an idle one sooner, or it could send on a connection that
-        # the server is closing at that moment (a ReadError that is no fault of the server).
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=2.0)
-        # Plain HTTP on loopback: verify=False only spares loading the CA bundle for every client.
-        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0), verify=False) as client:
+        connection_: _HttpConnection | None = None
+        try:
             for index in queue:
                 body = bodies[index]
                 start = time.perf_counter()
@@ -172,24 +221,24 @@ async def _send_all(url: str, bodies: Sequence[bytes], concurrency: int, latenci
                     start = began + index / rate
                     if start > time.perf_counter():
                         await asyncio.sleep(start - time.perf_counter())
-                headers = {"content-type": "application/json; charset=utf-8", "user-agent": "Stripe/1.0",
-                           "stripe-signature": signature_header(body, SECRET, int(time.time()))}
+                raw = b"%sStripe-Signature: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+                    head, signature_header(body, SECRET, int(time.time())).encode(), len(body), body)
                 try:
-                    response = await client.post(url, content=body, headers=headers)
-                    key = str(response.status_code)
-                except httpx.HTTPError as exc:
-                    key = type(exc).__name__
+                    if connection_ is None:
+                        _, connection_ = await loop.create_connection(_HttpConnection, target.host, target.port)
+                    key = str(await connection_.request(raw))
+                except OSError as exc:
+                    key, connection_ = type(exc).__name__, None
                 latencies.append((time.perf_counter() - start) * 1000)
                 statuses[key] = statuses.get(key, 0) + 1
+        finally:
+            if connection_ is not None and connection_.transport is not None:
+                connection_.transport.close()
 
     await asyncio.gather(*(connection() for _ in range(concurrency)))
 
 
 def load_main(args: argparse.Namespace) -> int:
-    # httpcore tries `import sniffio` on every request; where sniffio is not installed (anyio 4 does not need
-    # it) each failed import searched sys.path again, a third of the client's CPU. None in sys.modules makes
-    # the import fail at once, with the same outcome (httpcore then assumes asyncio, which this is).
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
     try:
         import uvloop
         runner = uvloop.run
@@ -284,13 +333,21 @@ def ceiling_app(database_url: str) -> Any:
                              Route("/api/v1/openapi.json", ready)])
 
 
-def ceiling_main(args: argparse.Namespace) -> int:
-    import uvicorn
+CEILING_DATABASE_ENV = "QUITTANCE_BENCH_CEILING_DATABASE_URL"
 
-    # The settings `portal serve` gives uvicorn (see portal/cli.py).
-    uvicorn.run(ceiling_app(args.database_url), host="127.0.0.1", port=args.port, workers=1, proxy_headers=True,
-                log_level="info", access_log=False)
-    return 0
+
+def ceiling_app_from_environment() -> Any:
+    """The ceiling app in each server process (they import this module afresh)."""
+    return ceiling_app(os.environ[CEILING_DATABASE_ENV])
+
+
+def ceiling_main(args: argparse.Namespace) -> int:
+    from portal.web.server import serve
+
+    # Served by what serves `portal serve`, with the same settings and number of processes.
+    os.environ[CEILING_DATABASE_ENV] = args.database_url
+    return serve("127.0.0.1", args.port, args.workers, f"{Path(__file__).stem}:ceiling_app_from_environment",
+                 factory=True)
 
 
 def create_ceiling_table(url: str) -> None:
@@ -309,7 +366,7 @@ def create_ceiling_table(url: str) -> None:
 
 
 @contextmanager
-def serve_ceiling(url: str, workdir: Path) -> Iterator[Server]:
+def serve_ceiling(url: str, workdir: Path, workers: int) -> Iterator[Server]:
     from common import _stop, _wait_until_ready
 
     port = free_port()
@@ -317,7 +374,7 @@ def serve_ceiling(url: str, workdir: Path) -> Iterator[Server]:
     log_path = workdir / f"ceiling-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_ceiling", "--port", str(port),
-                                    "--database-url", url], stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
+                                    "--database-url", url, "--workers", str(workers)], stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
                                    env={**os.environ, "NO_PROXY": "127.0.0.1,localhost"})
         try:
             _wait_until_ready(base_url, process, log_path, 30.0)
@@ -434,7 +491,8 @@ def run_backend(backend: str, args: argparse.Namespace) -> BackendResult:
         portal.upgrade()
         api_key = portal.create_tenant(slug, "Webhook benchmark")
         problems: list[str] = []
-        with portal.serve() as server:
+        workers = args.workers or (1 if backend == "sqlite" else os.cpu_count() or 1)
+        with portal.serve(workers=workers) as server:
             push_invoices(server, api_key, closed + paced_events)
             checkouts = open_checkouts(url, slug, CUSTOMER)
             events = make_events(checkouts)
@@ -465,7 +523,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> BackendResult:
             if problems:
                 log(tail(server.log_path))
         create_ceiling_table(url)
-        with serve_ceiling(url, workdir) as ceiling_server:
+        with serve_ceiling(url, workdir, workers) as ceiling_server:
             log(f"{backend}: ceiling (bare route, bare driver) with the same events")
             ceiling = run_load(f"{ceiling_server.base_url}/webhooks/stripe/{slug}", bodies[:closed], args.warmup,
                                args.concurrency, ceiling_server.pid, workdir)
@@ -536,6 +594,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser = argparse.ArgumentParser()
         parser.add_argument("--port", type=int, required=True)
         parser.add_argument("--database-url", required=True)
+        parser.add_argument("--workers", type=int, required=True)
         return parser.parse_args(argv[1:], argparse.Namespace(command="_ceiling"))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=3_000, help="measured events (default 3000)")
@@ -544,6 +603,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--paced", type=float, default=TARGET_RATE, metavar="RATE",
                         help=f"then send more events at RATE per second (default {TARGET_RATE}; 0: skip)")
     parser.add_argument("--paced-events", type=int, default=3_000, help="how many paced events (default 3000)")
+    parser.add_argument("--workers", type=int, help="server processes, for Quittance and the ceiling alike "
+                        "(default: 1 on SQLite, whose writes take turns anyway, one per core on PostgreSQL; "
+                        "as docs/operations.md recommends)")
     parser.add_argument("--quick", action="store_true", help="600 events after 100 of warm-up, 600 paced")
     parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="both")
     parser.add_argument("--py-spy", type=Path, metavar="DIR",

@@ -52,7 +52,7 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
         yield process, base_url
     finally:
         if process.poll() is None:
-            process.kill()
+            process.kill()  # its server processes follow it (they asked the kernel to be told)
             process.wait()
 
 
@@ -79,6 +79,18 @@ def test_two_processes_share_the_connections_and_stop_on_sigterm(server: tuple[s
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=40) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_server_processes_end_with_a_killed_supervisor(server: tuple[subprocess.Popen[bytes], str]) -> None:
+    process, _ = server
+    workers = children(process.pid)
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() and b"State:\tZ" not in Path(f"/proc/{pid}/status").read_bytes()
+              for pid in workers):
+        assert time.monotonic() < deadline, "server processes outlived their supervisor"
+        time.sleep(0.1)
 
 
 def test_a_process_that_dies_stops_the_server(server: tuple[subprocess.Popen[bytes], str]) -> None:

@@ -50,7 +50,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(host: str, port: int, app: str, options: dict[str, Any]) -> None:
+def _worker(host: str, port: int, app: str, options: dict[str, Any], supervisor: int) -> None:
+    _end_with(supervisor)
     sock = listening_socket(host, port)
     uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
 
@@ -61,16 +62,17 @@ def _supervise(host: str, port: int, workers: int, app: str, options: dict[str, 
     # Bound here first so that a port already taken fails at once, with one clear message.
     listening_socket(host, port).close()
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker, args=(host, port, app, options), name=f"portal-web-{n}") for n in range(workers)]
+    processes = [context.Process(target=_worker, args=(host, port, app, options, os.getpid()), name=f"portal-web-{n}") for n in range(workers)]
     stopping = False
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        # Either signal is uvicorn's graceful shutdown: finish the requests in flight, then the lifespan's end.
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        # SIGTERM is uvicorn's graceful shutdown (finish the requests in flight, then the lifespan's end), like
+        # SIGINT, but without the KeyboardInterrupt traceback that uvicorn re-raises after a SIGINT.
         nonlocal stopping
         stopping = True
         for process in processes:
             if process.pid is not None and process.exitcode is None:
-                os.kill(process.pid, signum)
+                os.kill(process.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -91,3 +93,16 @@ def _supervise(host: str, port: int, workers: int, app: str, options: dict[str, 
             process.kill()
             process.join()
     return 1 if failed else 0
+
+
+def _end_with(supervisor: int) -> None:
+    """Have the kernel send this process SIGTERM when the supervisor ends, however it ends (kill -9 included),
+    so that no server process is left listening on the port without a supervisor."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it ended before the line above
+        sys.exit(0)
