@@ -40,12 +40,18 @@ class Claimed:
     idempotency_key: str
 
 
+# Built once: every announcement fans out (see outbox.announce).
+_CONNECTORS_OF = sa.select(connectors.c.id, connectors.c.event_types).where(
+    connectors.c.organization_id == sa.bindparam("organization_id"))
+_INSERT_DELIVERY = deliveries.insert()
+
+
 def fan_out(conn: sa.Connection, organization_id: int, event_id: int, event_type: str, invoice_id: int | None,
             now: dt.datetime) -> int:
-    targets = [row.id for row in conn.execute(sa.select(connectors.c.id, connectors.c.event_types).where(
-        connectors.c.organization_id == organization_id)) if event_type in (row.event_types or [])]
+    targets = [row.id for row in conn.execute(_CONNECTORS_OF, {"organization_id": organization_id})
+               if event_type in (row.event_types or [])]
     if targets:
-        conn.execute(deliveries.insert(), [
+        conn.execute(_INSERT_DELIVERY, [
             {"organization_id": organization_id, "event_id": event_id, "connector_id": connector_id,
              "invoice_id": invoice_id, "status": "pending", "attempts": 0, "next_attempt_at": now,
              "idempotency_key": "qtc_evt_" + secrets.token_hex(16), "created_at": now}

@@ -15,12 +15,16 @@ EVENT_TYPES = ("invoice.paid", "invoice.partially_paid", "payment.refunded", "pa
                "payment.needs_review", "remark.created")
 
 
+# Built once: every payment announces, and building the statement cost more than running it.
+_INSERT_EVENT = outbox_events.insert().returning(outbox_events.c.id)
+
+
 def announce(conn: sa.Connection, organization_id: int, event_type: str, payload: dict[str, Any],
              now: dt.datetime, *, invoice_id: int | None = None) -> None:
     assert event_type in EVENT_TYPES, event_type
-    event_id = conn.execute(outbox_events.insert().values(
-        organization_id=organization_id, event_type=event_type, invoice_id=invoice_id, payload=payload,
-        created_at=now).returning(outbox_events.c.id)).scalar_one()
+    event_id = conn.execute(_INSERT_EVENT, {
+        "organization_id": organization_id, "event_type": event_type, "invoice_id": invoice_id,
+        "payload": payload, "created_at": now}).scalar_one()
     fan_out(conn, organization_id, event_id, event_type, invoice_id, now)
 
 
