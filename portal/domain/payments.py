@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from portal.db.invoices import invoices
 from portal.db.payments import allocations, checkout_items, checkouts, payments, review_items
@@ -76,7 +77,12 @@ _PAYMENT_BY_PROVIDER_ID = sa.select(payments).where(
 _PAYMENT_BY_ID = sa.select(payments).where(payments.c.id == sa.bindparam("payment_id"))
 # The parameters given at execution say which columns are set.
 _UPDATE_CHECKOUT = checkouts.update().where(checkouts.c.id == sa.bindparam("checkout_id"))
-_INSERT_PAYMENT = payments.insert().returning(*payments.c)
+# Recorded once per provider payment id: a payment already there is left as it is and nothing comes back (one
+# round trip where "look, then insert" took two; a concurrent first insert waits for the other and sees it).
+_INSERT_PAYMENT = {
+    dialect: insert(payments).on_conflict_do_nothing(index_elements=["provider", "provider_payment_id"])
+    .returning(*payments.c)
+    for dialect, insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))}
 _UPDATE_PAID = invoices.update().where(invoices.c.id == sa.bindparam("invoice_id"))
 _INSERT_ALLOCATION = allocations.insert()
 # A checkout's invoices with what it pays on each: only the columns the services read (not the lines' JSON).
@@ -101,16 +107,17 @@ def apply(conn: sa.Connection, organization_id: int, observation: PaymentObserva
     if observation.payment_id is None:
         return Outcome(status)
 
-    payment = conn.execute(_PAYMENT_BY_PROVIDER_ID, {"provider": observation.provider,
-                                                     "payment_id": observation.payment_id}).first()
-    recorded = False
-    if payment is None and observation.status == "paid":
-        mismatch = _mismatch(checkout, observation)
-        if mismatch:
-            _review(conn, organization_id, observation, mismatch[0], mismatch[1], now)
-            return Outcome(status, review_reason=mismatch[0])
+    mismatch = _mismatch(checkout, observation) if observation.status == "paid" else None
+    payment = None
+    if observation.status == "paid" and mismatch is None:
         payment = _record(conn, checkout, observation, now)
-        recorded = True
+    recorded = payment is not None
+    if payment is None:  # recorded before, or not to be recorded
+        payment = conn.execute(_PAYMENT_BY_PROVIDER_ID, {"provider": observation.provider,
+                                                         "payment_id": observation.payment_id}).first()
+    if payment is None and mismatch is not None:
+        _review(conn, organization_id, observation, mismatch[0], mismatch[1], now)
+        return Outcome(status, review_reason=mismatch[0])
     if payment is None:
         return Outcome(status)
     refunded = _adjust(conn, checkout, payment, "refund", observation.refunded_minor, now)
@@ -183,13 +190,16 @@ def _items(conn: sa.Connection, checkout_id: int) -> list[sa.Row[Any]]:
 
 
 def _record(conn: sa.Connection, checkout: sa.Row[Any], observation: PaymentObservation,
-            now: dt.datetime) -> sa.Row[Any]:
+            now: dt.datetime) -> sa.Row[Any] | None:
+    """Record the payment and allocate it to the checkout's invoices; None if it was recorded before."""
     assert observation.payment_id is not None
-    payment = conn.execute(_INSERT_PAYMENT, {
+    payment = conn.execute(_INSERT_PAYMENT[conn.dialect.name], {
         "organization_id": checkout.organization_id, "checkout_id": checkout.id, "provider": observation.provider,
         "provider_payment_id": observation.payment_id, "currency": observation.currency,
         "amount_minor": observation.amount_minor, "refunded_minor": 0, "charged_back_minor": 0, "created_at": now,
-        "updated_at": now}).one()
+        "updated_at": now}).first()
+    if payment is None:
+        return None
     payment_id = payment.id
     overpaid = []
     for item in _items(conn, checkout.id):
