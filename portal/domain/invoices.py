@@ -407,10 +407,16 @@ def list_conflicts(conn: sa.Connection, organization_id: int, *, unresolved_only
     return page_by_id(conn, query, invoice_conflicts.c.id, limit)
 
 
+# Built once: record_timeline runs on every payment webhook, and building `.values(...)` and its cache key on
+# each call cost more (about 100 us) than the INSERT itself. The parameters name every column, so the
+# compiled form is the same each time; a None detail is stored as JSON null, as `.values(detail=None)` did.
+_INSERT_TIMELINE = invoice_timeline.insert()
+
+
 def record_timeline(conn: sa.Connection, organization_id: int, invoice_id: int, now: dt.datetime, kind: str,
                     detail: dict[str, Any] | None = None) -> None:
-    conn.execute(invoice_timeline.insert().values(
-        organization_id=organization_id, invoice_id=invoice_id, occurred_at=now, kind=kind, detail=detail))
+    conn.execute(_INSERT_TIMELINE, {"organization_id": organization_id, "invoice_id": invoice_id,
+                                    "occurred_at": now, "kind": kind, "detail": detail})
 
 
 def resolve_conflict(conn: sa.Connection, organization_id: int, conflict_id: int, now: dt.datetime) -> sa.Row[Any]:
