@@ -1,4 +1,4 @@
-"""Inserting many rows at once on the hot batch path (the invoice push).
+"""Inserting and looking up many rows at once on the hot batch path (the invoice push).
 
 `Connection.execute(table.insert(), rows)` assembles every row's parameters in Python, one dictionary and
 one type conversion per value, which was a third of the CPU of pushing 1,000 invoices. `insert_many` sends
@@ -11,10 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 
@@ -79,3 +81,22 @@ def _remember_last(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
     return convert
 
+
+def one_of(dialect: Dialect, column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
+    """`column IN (...)` against the list parameter `name` (give it as `list_param(dialect, values)`), bound as
+    one value: SQLite reads a JSON array with json_each, PostgreSQL takes an array (`= ANY`). An expanding
+    IN renders and binds one parameter per value, four times 1,000 a batch push: a microsecond per invoice
+    against a fifth of one (both databases still probe the unique index once per value)."""
+    if dialect.name == "sqlite":
+        return column.in_(sa.select(sa.func.json_each(sa.bindparam(name, type_=sa.String)).table_valued(
+            "value").c.value))
+    if dialect.name == "postgresql":
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
+    return column.in_(sa.bindparam(name, expanding=True))
+
+
+def list_param(dialect: Dialect, values: Iterable[Any]) -> Any:
+    """The value of a `one_of` parameter."""
+    if dialect.name == "sqlite":
+        return orjson.dumps(list(values)).decode()
+    return list(values)

@@ -1,7 +1,9 @@
 """Invoices as the billing system pushes them: create, replace, list, read.
 
 A push is always a full replacement (billing systems resend the whole invoice). What makes it safe:
-- an identical resend is recognised by a hash of its canonical content and writes nothing;
+- an identical resend is recognised by a hash of its canonical content and writes nothing; a batch item
+  that is byte for byte (after parsing) the body that made the stored revision is recognised before it is
+  even validated, by its fingerprint (see `recognise_resends`);
 - `version`, when the billing system sends one, only moves forward: lower, or equal with other content, is
   a 409 (`stale_version`);
 - money Quittance recorded is never undone silently: a resend that would reopen or cancel an invoice paid
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -19,9 +22,10 @@ from typing import Any, Literal
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 
 from portal.db.paging import page_by_id
-from portal.db.bulk import insert_many
+from portal.db.bulk import insert_many, list_param, one_of
 from portal.db.customers import customers
 from portal.db.invoices import invoice_conflicts, invoice_timeline, invoices
 from portal.errors import Conflict, FieldError, InvalidInput, NotFound, QuittanceError
@@ -96,6 +100,50 @@ class WriteOutcome:
     error: QuittanceError | None = None
 
 
+@dataclass(frozen=True)
+class Resent:
+    """A batch item that `recognise_resends` found to be the body that made the stored revision: it stands
+    in for the converted item in `upsert_invoices`, which answers "unchanged" if the row is still as found."""
+
+    external_id: str
+    body_digest: bytes
+
+
+class ResentChanged(Exception):
+    """Raised by `upsert_invoices` before it writes anything: rows of `Resent` items changed since they were
+    recognised. The caller converts those items and runs the batch again."""
+
+    def __init__(self, external_ids: list[str]) -> None:
+        super().__init__(f"changed since recognised: {', '.join(external_ids)}")
+        self.external_ids = external_ids
+
+
+def body_digest(raw: dict[str, Any]) -> bytes:
+    """SHA-256 of a batch item as parsed, in canonical JSON (sorted keys): equal for equal bodies."""
+    return hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+def _fingerprint(revision: int, digest: bytes) -> str:
+    """What `invoices.body_fingerprint` holds: the body digest bound to the revision it produced. Every
+    change to an invoice adds one to its revision (pushes, PATCH, lifecycle steps, documents), so any
+    change made since, by any writer, leaves a fingerprint that no longer matches, without that writer
+    knowing of it. Payments do not change the revision: they are caught by `paid_minor` (_is_resend)."""
+    return hashlib.sha256(b"%d:" % revision + digest).hexdigest()
+
+
+def _is_resend(row: sa.Row[Any], digest: bytes) -> bool:
+    """The item is the body that made the row's current revision, and nothing was paid online: then the
+    full path would find no paid conflict and an equal content hash, so the answer is "unchanged"."""
+    return row.paid_minor == 0 and row.body_fingerprint == _fingerprint(row.revision, digest)
+
+
+def _depends_on_today(item: InvoiceInput) -> bool:
+    """The due date is derived from the terms counted from today (no issue or due date): the same body
+    converts differently another day, so it gets no fingerprint."""
+    return (item.due_date is None and item.issue_date is None and item.status != "draft"
+            and item.payment_terms is not None)
+
+
 def due_date_from_terms(terms: str | None, days: int | None, start: dt.date) -> dt.date | None:
     """The due date that payment terms give when counting starts on `start`; None for custom terms."""
     if terms == "at_reception":
@@ -150,17 +198,81 @@ def _version_conflict(existing: sa.Row[Any], item: InvoiceInput) -> Conflict | N
 _EXISTING_COLUMNS = (
     invoices.c.id, invoices.c.external_id, invoices.c.status, invoices.c.total_minor, invoices.c.paid_minor,
     invoices.c.version, invoices.c.revision, invoices.c.content_hash, invoices.c.activated_at,
-    invoices.c.cancelled_at,
+    invoices.c.cancelled_at, invoices.c.body_fingerprint,
 )
 
 
+@dataclass(frozen=True)
+class _Lookups:
+    """The batch's lookups by a list of external ids, built once per dialect (see bulk.one_of): built per
+    call, each coerced its thousand ids one by one and computed a cache key over them."""
+
+    customer_ids: sa.Select[Any]
+    existing: sa.Select[Any]
+    resend_candidates: sa.Select[Any]
+    new_ids: sa.Select[Any]
+
+
+@functools.cache
+def _lookups(dialect: Dialect) -> _Lookups:
+    in_batch = one_of(dialect, invoices.c.external_id, "external_ids")
+    of_organization = invoices.c.organization_id == sa.bindparam("organization_id")
+    existing = sa.select(*_EXISTING_COLUMNS).where(of_organization, in_batch).order_by(invoices.c.id)
+    return _Lookups(
+        customer_ids=sa.select(customers.c.external_id, customers.c.id).where(
+            customers.c.organization_id == sa.bindparam("organization_id"),
+            one_of(dialect, customers.c.external_id, "external_ids")),
+        # Lock the rows we compare against on PostgreSQL, so two concurrent resends cannot both pass the checks.
+        existing=existing.with_for_update() if dialect.name == "postgresql" else existing,
+        resend_candidates=sa.select(
+            invoices.c.external_id, invoices.c.id, invoices.c.revision, invoices.c.paid_minor,
+            invoices.c.body_fingerprint).where(of_organization, in_batch),
+        new_ids=sa.select(invoices.c.external_id, invoices.c.id).where(of_organization, in_batch),
+    )
+
+
+_SET_FINGERPRINT = invoices.update().where(invoices.c.id == sa.bindparam("_id")).values(
+    body_fingerprint=sa.bindparam("body_fingerprint"))
+
+
+def recognise_resends(conn: sa.Connection, organization_id: int,
+                      bodies: Sequence[tuple[str, bytes] | None]) -> list[WriteOutcome | None]:
+    """For each (external id, body digest), "unchanged" if it is the body that made the invoice's current
+    revision and nothing was paid online (`_is_resend`), else None; one lookup for the batch.
+
+    Most of a batch push's work is validating and converting bodies before their content hash can be
+    compared; a billing system's nightly resend is mostly bodies it sent before, and this tells them apart
+    first. Only a body the batch API stored with its revision matches (`upsert_invoices`, `body_digests`),
+    and not one whose due date is counted from the day of the push (`_depends_on_today`)."""
+    wanted = list({pair[0] for pair in bodies if pair is not None})
+    if not wanted:
+        return [None] * len(bodies)
+    if conn.dialect.name == "postgresql":
+        _plan_for_these_ids(conn)
+    rows = {row.external_id: row for row in conn.execute(_lookups(conn.dialect).resend_candidates, {
+        "organization_id": organization_id, "external_ids": list_param(conn.dialect, wanted)})}
+    outcomes: list[WriteOutcome | None] = []
+    for pair in bodies:
+        row = rows.get(pair[0]) if pair is not None else None
+        if row is not None and pair is not None and _is_resend(row, pair[1]):
+            outcomes.append(WriteOutcome(row.external_id, "unchanged", row.id, row.revision))
+        else:
+            outcomes.append(None)
+    return outcomes
+
+
 def upsert_invoices(
-    conn: sa.Connection, organization_id: int, items: Sequence[InvoiceInput], now: dt.datetime,
-    *, raw_payloads: Sequence[dict[str, Any]] | None = None,
+    conn: sa.Connection, organization_id: int, items: Sequence[InvoiceInput | Resent], now: dt.datetime,
+    *, raw_payloads: Sequence[dict[str, Any]] | None = None, body_digests: Sequence[bytes | None] | None = None,
 ) -> list[WriteOutcome]:
     """Create or replace each item; one outcome per item, in order. Items that fail do not stop the others.
 
     `raw_payloads` (same order) are the bodies as received, kept with any conflict they cause.
+    `body_digests` (same order, batch API only) are their `body_digest`s: an item written, or found
+    unchanged, keeps its digest bound to the revision (`_fingerprint`), so that the same body resent is
+    recognised before it is validated. Writes without one clear the fingerprint. A `Resent` item is
+    "unchanged" if its row is still as `recognise_resends` found it; if not, ResentChanged is raised before
+    anything is written.
     """
     outcomes: list[WriteOutcome | None] = [None] * len(items)
     seen: set[str] = set()
@@ -173,28 +285,34 @@ def upsert_invoices(
 
     if conn.dialect.name == "postgresql":
         _plan_for_these_ids(conn)
-    customer_ids = dict(conn.execute(
-        sa.select(customers.c.external_id, customers.c.id).where(
-            customers.c.organization_id == organization_id,
-            customers.c.external_id.in_({item.customer for item in items}))
-    ).all())
-
-    query = sa.select(*_EXISTING_COLUMNS).where(
-        invoices.c.organization_id == organization_id, invoices.c.external_id.in_(seen)
-    ).order_by(invoices.c.id)
-    if conn.dialect.name == "postgresql":
-        # Lock the rows we compare against, so two concurrent resends cannot both pass the checks.
-        query = query.with_for_update()
-    existing_by_id = {row.external_id: row for row in conn.execute(query).all()}
+    lookups = _lookups(conn.dialect)
+    wanted_customers = {item.customer for item in items if isinstance(item, InvoiceInput)}
+    customer_ids = dict(conn.execute(lookups.customer_ids, {
+        "organization_id": organization_id, "external_ids": list_param(conn.dialect, wanted_customers)}
+    ).all()) if wanted_customers else {}
+    existing_by_id = {row.external_id: row for row in conn.execute(lookups.existing, {
+        "organization_id": organization_id, "external_ids": list_param(conn.dialect, seen)}).all()}
 
     inserts: list[dict[str, Any]] = []
     insert_indexes: list[int] = []
     updates: list[dict[str, Any]] = []
     conflicts: list[dict[str, Any]] = []
+    fingerprints: list[dict[str, Any]] = []
+    changed: list[str] = []
     today = now.date()
     for index, item in enumerate(items):
         if outcomes[index] is not None:
             continue
+        if isinstance(item, Resent):
+            existing = existing_by_id.get(item.external_id)
+            if existing is not None and _is_resend(existing, item.body_digest):
+                outcomes[index] = WriteOutcome(item.external_id, "unchanged", existing.id, existing.revision)
+            else:
+                changed.append(item.external_id)
+            continue
+        body = body_digests[index] if body_digests is not None else None
+        if body is not None and _depends_on_today(item):
+            body = None
         customer_id = customer_ids.get(item.customer)
         if customer_id is None:
             outcomes[index] = WriteOutcome(item.external_id, "error", error=InvalidInput(
@@ -207,6 +325,7 @@ def upsert_invoices(
         if existing is None:
             values = _row_values(item, customer_id, digest, now)
             values.update(organization_id=organization_id, revision=1, created_at=now, paid_minor=0,
+                          body_fingerprint=_fingerprint(1, body) if body is not None else None,
                           activated_at=now if item.status != "draft" else None,
                           cancelled_at=now if item.status == "cancelled" else None)
             inserts.append(values)
@@ -217,6 +336,13 @@ def upsert_invoices(
         error = _paid_conflict(existing, item)
         if error is None and existing.content_hash == digest:
             outcomes[index] = WriteOutcome(item.external_id, "unchanged", existing.id, existing.revision)
+            if body is not None and existing.paid_minor == 0:
+                # The same content sent as another body (or first sent before fingerprints, or since a
+                # document changed the revision): bind this body to the revision, so its next resend is
+                # recognised early. Content, revision and timeline stay as they are.
+                fingerprint = _fingerprint(existing.revision, body)
+                if existing.body_fingerprint != fingerprint:
+                    fingerprints.append({"_id": existing.id, "body_fingerprint": fingerprint})
             continue
         error = error or _version_conflict(existing, item)
         if error is None and existing.activated_at is not None and item.status == "draft":
@@ -234,8 +360,11 @@ def upsert_invoices(
         # Every update row carries the same keys: they go to the database as one executemany.
         values["activated_at"] = existing.activated_at or (now if item.status != "draft" else None)
         values["cancelled_at"] = (existing.cancelled_at or now) if item.status == "cancelled" else None
+        values["body_fingerprint"] = _fingerprint(revision, body) if body is not None else None
         updates.append({**values, "_id": existing.id, "revision": revision})
         outcomes[index] = WriteOutcome(item.external_id, "updated", existing.id, revision)
+    if changed:
+        raise ResentChanged(changed)
 
     timeline: list[dict[str, Any]] = []
     if inserts:
@@ -254,6 +383,8 @@ def upsert_invoices(
         insert_many(conn, invoice_timeline, timeline)
     if conflicts:
         _queue_conflicts(conn, organization_id, conflicts)
+    if fingerprints:
+        conn.execute(_SET_FINGERPRINT, fingerprints)
     return [outcome for outcome in outcomes if outcome is not None]
 
 
@@ -278,11 +409,9 @@ def _insert_invoices(conn: sa.Connection, organization_id: int, rows: list[dict[
     SQLAlchemy sends that as one INSERT per row; for PostgreSQL, as one 1,000-row statement with 33,000
     parameters, five to ten times slower than psycopg's pipelined executemany."""
     insert_many(conn, invoices, rows)
-    return dict(conn.execute(
-        sa.select(invoices.c.external_id, invoices.c.id).where(
-            invoices.c.organization_id == organization_id,
-            invoices.c.external_id.in_([row["external_id"] for row in rows]))
-    ).all())
+    return dict(conn.execute(_lookups(conn.dialect).new_ids, {
+        "organization_id": organization_id,
+        "external_ids": list_param(conn.dialect, [row["external_id"] for row in rows])}).all())
 
 
 def _queue_conflicts(conn: sa.Connection, organization_id: int, conflicts: list[dict[str, Any]]) -> None:
