@@ -118,9 +118,14 @@ class ResentChanged(Exception):
         self.external_ids = external_ids
 
 
-def body_digest(raw: dict[str, Any]) -> bytes:
-    """SHA-256 of a batch item as parsed, in canonical JSON (sorted keys): equal for equal bodies."""
-    return hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).digest()
+def canonical_json(raw: dict[str, Any]) -> bytes:
+    """A batch item as parsed, in canonical JSON (sorted keys): equal for equal bodies."""
+    return orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+
+
+def body_digest(canonical: bytes) -> bytes:
+    """SHA-256 of an item's `canonical_json`."""
+    return hashlib.sha256(canonical).digest()
 
 
 def _fingerprint(revision: int, digest: bytes) -> str:

@@ -334,7 +334,7 @@ def resend(tenant: Tenant, bodies: list[dict[str, Any]]) -> tuple[Any, ...]:
 
 
 def test_a_batch_resend_is_recognised_and_writes_nothing(tenant: Tenant, database: Any, clock: Any) -> None:
-    from portal.domain.invoices import body_digest, recognise_resends
+    from portal.domain.invoices import body_digest, canonical_json, recognise_resends
 
     bodies = push_twins(tenant, database)
     assert fingerprint(database, "F") is not None
@@ -345,17 +345,17 @@ def test_a_batch_resend_is_recognised_and_writes_nothing(tenant: Tenant, databas
     # P's unchanged resend bound its body too (as for invoices stored before fingerprints existed): both are
     # now recognised before validation.
     assert fingerprint(database, "P") is not None
-    found = database.run(recognise_resends, tenant.org.id, [(b["external_id"], body_digest(b)) for b in bodies],
+    found = database.run(recognise_resends, tenant.org.id, [(b["external_id"], body_digest(canonical_json(b))) for b in bodies],
                          write=False)
     assert [(o.external_id, o.result, o.revision) for o in found] == [("F", "unchanged", 1), ("P", "unchanged", 1)]
     # The same content as another body (key order does not count, a field spelled out does) is not the
     # same body, but still the same content.
     reordered = [dict(reversed(list(b.items()))) for b in bodies]
-    assert database.run(recognise_resends, tenant.org.id, [(b["external_id"], body_digest(b)) for b in reordered],
+    assert database.run(recognise_resends, tenant.org.id, [(b["external_id"], body_digest(canonical_json(b))) for b in reordered],
                         write=False) == found
     spelled_out = [{**b, "kind": "invoice"} for b in bodies]
     assert database.run(recognise_resends, tenant.org.id,
-                        [(b["external_id"], body_digest(b)) for b in spelled_out], write=False) == [None, None]
+                        [(b["external_id"], body_digest(canonical_json(b))) for b in spelled_out], write=False) == [None, None]
     assert resend(tenant, spelled_out) == ("unchanged", 1, None)
 
 
@@ -415,12 +415,12 @@ def set_paid(database: Any, external_id: str, paid_minor: int, status: str) -> N
 
 
 def test_a_resend_after_a_partial_payment_takes_the_full_path(tenant: Tenant, database: Any) -> None:
-    from portal.domain.invoices import body_digest, recognise_resends
+    from portal.domain.invoices import body_digest, canonical_json, recognise_resends
 
     bodies = push_twins(tenant, database)
     for external_id in TWINS:
         set_paid(database, external_id, 5000, "open")
-    assert database.run(recognise_resends, tenant.org.id, [("F", body_digest(bodies[0]))], write=False) == [None]
+    assert database.run(recognise_resends, tenant.org.id, [("F", body_digest(canonical_json(bodies[0])))], write=False) == [None]
     assert resend(tenant, bodies) == ("unchanged", 1, None)
     lowered = [{**b, "total": "40.00", "lines": []} for b in bodies]
     assert resend(tenant, lowered) == ("error", None, "total_below_paid")
@@ -437,7 +437,7 @@ def test_a_resend_after_a_payment_refunded_in_full_is_as_before(tenant: Tenant, 
 
 
 def test_a_resend_after_a_document_is_unchanged_and_recognised_again(tenant: Tenant, database: Any) -> None:
-    from portal.domain.invoices import body_digest, recognise_resends
+    from portal.domain.invoices import body_digest, canonical_json, recognise_resends
     from tests.support.documents import make_pdf
 
     bodies = push_twins(tenant, database)
@@ -445,9 +445,9 @@ def test_a_resend_after_a_document_is_unchanged_and_recognised_again(tenant: Ten
         response = tenant.client.put(f"/api/v1/invoices/{external_id}/document", content=make_pdf(),
                                      headers={"Content-Type": "application/pdf"})
         assert response.status_code == 201, response.text
-    assert database.run(recognise_resends, tenant.org.id, [("F", body_digest(bodies[0]))], write=False) == [None]
+    assert database.run(recognise_resends, tenant.org.id, [("F", body_digest(canonical_json(bodies[0])))], write=False) == [None]
     assert resend(tenant, bodies) == ("unchanged", 2, None)
-    found = database.run(recognise_resends, tenant.org.id, [("F", body_digest(bodies[0]))], write=False)
+    found = database.run(recognise_resends, tenant.org.id, [("F", body_digest(canonical_json(bodies[0])))], write=False)
     assert [(o.result, o.revision) for o in found] == [("unchanged", 2)]
 
 

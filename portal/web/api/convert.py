@@ -30,6 +30,13 @@ def customer_output(row: sa.Row[Any]) -> dict[str, Any]:
             "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
 
 
+# Plain amounts already read, by the currency's number of decimals: unit prices, line totals and even invoice
+# totals repeat across a billing system's invoices, and a look-up is five times cheaper than reading one. Only
+# unsigned, valid amounts are kept (the same for every caller); emptied when it reaches its bound.
+_PLAIN_AMOUNTS: dict[int, dict[str, int]] = {}
+_PLAIN_AMOUNTS_KEPT = 20_000
+
+
 def invoice_input(external_id: str, body: InvoiceBody) -> InvoiceInput:
     """Raises InvalidInput naming every field whose amount does not fit the currency."""
     errors: list[FieldError] = []
@@ -39,16 +46,24 @@ def invoice_input(external_id: str, body: InvoiceBody) -> InvoiceInput:
 
     decimals = exponent(currency)
     scale = 10**decimals
+    known = _PLAIN_AMOUNTS.setdefault(decimals, {})
 
     def amount(text: str, path: str, line: int = -1, *, allow_negative: bool = False) -> int:
         # The usual amount, ASCII digits without sign or leading zero and at most the currency's decimals
-        # ("1234.50"), is read here, at a third of parse_minor's cost (seven amounts an invoice); anything else
-        # goes to parse_minor, which gives the same value or words the error. A line's path is only spelled
-        # out for an error.
+        # ("1234.50"), is read here, at a third of parse_minor's cost (seven amounts an invoice), or found
+        # among those read before; anything else goes to parse_minor, which gives the same value or words the
+        # error. A line's path is only spelled out for an error.
+        minor = known.get(text)
+        if minor is not None:
+            return minor
         whole, dot, fraction = text.partition(".")
         if (whole.isdigit() and whole.isascii() and len(whole) <= 15 and (whole[0] != "0" or len(whole) == 1)
                 and (not dot or (fraction.isdigit() and fraction.isascii() and len(fraction) <= decimals))):
-            return int(whole) * scale + int(fraction.ljust(decimals, "0")) if fraction else int(whole) * scale
+            minor = int(whole) * scale + int(fraction.ljust(decimals, "0")) if fraction else int(whole) * scale
+            if len(known) >= _PLAIN_AMOUNTS_KEPT:
+                known.clear()
+            known[text] = minor
+            return minor
         try:
             return parse_minor(text, currency, allow_negative=allow_negative)
         except MoneyError as exc:

@@ -164,8 +164,9 @@ def register(api: Api) -> None:
         results: list[dict[str, Any] | None] = [None] * len(raws)
         # An item that is the body which made its invoice's current revision is answered "unchanged" from
         # one lookup, before validation and conversion, most of the work (domain.recognise_resends).
-        digests = [domain.body_digest(raw) if isinstance(raw, dict) and isinstance(raw.get("external_id"), str)
-                   else None for raw in raws]
+        canonical = [domain.canonical_json(raw) if isinstance(raw, dict) else None for raw in raws]
+        digests = [domain.body_digest(text) if text is not None and isinstance(raw.get("external_id"), str)
+                   else None for raw, text in zip(raws, canonical, strict=True)]
         recognised: list[domain.WriteOutcome | None] = [None] * len(raws)
         if any(digest is not None for digest in digests):
             recognised = await ctx.services.db.read(domain.recognise_resends, ctx.org_id, [
@@ -175,11 +176,12 @@ def register(api: Api) -> None:
             index: domain.Resent(outcome.external_id, digest)
             for index, (outcome, digest) in enumerate(zip(recognised, digests, strict=True))
             if outcome is not None and digest is not None}
-        _convert(raws, [index for index, outcome in enumerate(recognised) if outcome is None], accepted, results)
+        _convert(raws, canonical, [index for index, outcome in enumerate(recognised) if outcome is None], accepted,
+                 results)
         outcomes = [outcome for outcome in recognised if outcome is not None]
         if len(outcomes) < len(accepted) or len({outcome.external_id for outcome in outcomes}) < len(outcomes):
             # Something to write, or an invoice recognised twice (the second is a duplicate): the full path.
-            outcomes = await _write_batch(ctx, raws, digests, accepted, results)
+            outcomes = await _write_batch(ctx, raws, canonical, digests, accepted, results)
         for index, outcome in zip(sorted(accepted), outcomes, strict=True):
             if outcome.error is not None:
                 results[index] = _item_error(outcome.external_id, outcome.error, f"/invoices/{index}")
@@ -213,7 +215,7 @@ def register(api: Api) -> None:
         return json_response(conflict_output(row))
 
 
-async def _write_batch(ctx: ApiContext, raws: list[Any], digests: list[bytes | None],
+async def _write_batch(ctx: ApiContext, raws: list[Any], canonical: list[bytes | None], digests: list[bytes | None],
                        accepted: dict[int, domain.InvoiceInput | domain.Resent],
                        results: list[dict[str, Any] | None]) -> list[domain.WriteOutcome]:
     """upsert_invoices for the accepted items, in order. If rows of recognised items changed between the
@@ -231,15 +233,18 @@ async def _write_batch(ctx: ApiContext, raws: list[Any], digests: list[bytes | N
                      and isinstance(accepted[i], domain.Resent)]
             for index in again:
                 del accepted[index]
-            _convert(raws, again, accepted, results)
+            _convert(raws, canonical, again, accepted, results)
 
 
-def _convert(raws: list[Any], indexes: list[int], accepted: dict[int, domain.InvoiceInput | domain.Resent],
-             results: list[dict[str, Any] | None]) -> None:
-    """Validate and convert the batch items at `indexes`: into `accepted`, or their problem into `results`."""
+def _convert(raws: list[Any], canonical: list[bytes | None], indexes: list[int],
+             accepted: dict[int, domain.InvoiceInput | domain.Resent], results: list[dict[str, Any] | None]) -> None:
+    """Validate and convert the batch items at `indexes`: into `accepted`, or their problem into `results`.
+    `canonical` are the items' encodings where they are objects, which validation can reuse."""
     if not indexes:
         return
-    checks = validate_each(BatchInvoice, [raws[i] for i in indexes], "/invoices", indexes)
+    texts = [canonical[i] for i in indexes]
+    checks = validate_each(BatchInvoice, [raws[i] for i in indexes], "/invoices", indexes,
+                           None if None in texts else texts)  # type: ignore[arg-type]
     for index, checked in zip(indexes, checks, strict=True):
         try:
             if isinstance(checked, InvalidInput):
