@@ -62,13 +62,14 @@ class InvoiceInput:
     version: int | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, **fields: Any) -> InvoiceInput:
-        """InvoiceInput(**fields) with every field given, without the frozen __init__, which sets each of the
-        21 fields through object.__setattr__ (4 us, a twentieth of a batch push's CPU per invoice)."""
+    def of(cls, fields: dict[str, Any]) -> InvoiceInput:
+        """InvoiceInput(**fields) with every field given, the dict becoming the instance's own: without the
+        frozen __init__, which sets each of the 21 fields through object.__setattr__ (4 us against 1, a
+        twentieth of a batch push's CPU per invoice). The caller gives the dict up."""
         if fields.keys() != _INPUT_FIELDS:
             raise TypeError(f"InvoiceInput.of needs exactly the fields {sorted(_INPUT_FIELDS)}")
         item = object.__new__(cls)
-        item.__dict__.update(fields)
+        object.__setattr__(item, "__dict__", fields)
         return item
 
     def content_hash(self) -> str:
@@ -98,6 +99,16 @@ class WriteOutcome:
     invoice_id: int | None = None
     revision: int | None = None
     error: QuittanceError | None = None
+
+
+def _written(external_id: str, result: Literal["created", "updated", "unchanged"], invoice_id: int,
+             revision: int) -> WriteOutcome:
+    """WriteOutcome(external_id, result, invoice_id, revision) without the frozen __init__: one per item of
+    every batch, pushed or recognised."""
+    outcome = object.__new__(WriteOutcome)
+    object.__setattr__(outcome, "__dict__", {"external_id": external_id, "result": result,
+                                             "invoice_id": invoice_id, "revision": revision, "error": None})
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -260,7 +271,7 @@ def recognise_resends(conn: sa.Connection, organization_id: int,
     for pair in bodies:
         row = rows.get(pair[0]) if pair is not None else None
         if row is not None and pair is not None and _is_resend(row, pair[1]):
-            outcomes.append(WriteOutcome(row.external_id, "unchanged", row.id, row.revision))
+            outcomes.append(_written(row.external_id, "unchanged", row.id, row.revision))
         else:
             outcomes.append(None)
     return outcomes
@@ -311,7 +322,7 @@ def upsert_invoices(
         if isinstance(item, Resent):
             existing = existing_by_id.get(item.external_id)
             if existing is not None and _is_resend(existing, item.body_digest):
-                outcomes[index] = WriteOutcome(item.external_id, "unchanged", existing.id, existing.revision)
+                outcomes[index] = _written(item.external_id, "unchanged", existing.id, existing.revision)
             else:
                 changed.append(item.external_id)
             continue
@@ -340,7 +351,7 @@ def upsert_invoices(
         # invoice that was paid online since.
         error = _paid_conflict(existing, item)
         if error is None and existing.content_hash == digest:
-            outcomes[index] = WriteOutcome(item.external_id, "unchanged", existing.id, existing.revision)
+            outcomes[index] = _written(item.external_id, "unchanged", existing.id, existing.revision)
             if body is not None and existing.paid_minor == 0:
                 # The same content sent as another body (or first sent before fingerprints, or since a
                 # document changed the revision): bind this body to the revision, so its next resend is
@@ -367,7 +378,7 @@ def upsert_invoices(
         values["cancelled_at"] = (existing.cancelled_at or now) if item.status == "cancelled" else None
         values["body_fingerprint"] = _fingerprint(revision, body) if body is not None else None
         updates.append({**values, "_id": existing.id, "revision": revision})
-        outcomes[index] = WriteOutcome(item.external_id, "updated", existing.id, revision)
+        outcomes[index] = _written(item.external_id, "updated", existing.id, revision)
     if changed:
         raise ResentChanged(changed)
 
@@ -376,7 +387,7 @@ def upsert_invoices(
         new_ids = _insert_invoices(conn, organization_id, inserts)
         for index in insert_indexes:
             new_id = new_ids[items[index].external_id]
-            outcomes[index] = WriteOutcome(items[index].external_id, "created", new_id, 1)
+            outcomes[index] = _written(items[index].external_id, "created", new_id, 1)
             timeline.append(_timeline_row(organization_id, new_id, now, "created", items[index]))
     if updates:
         _update_by_id(conn, updates)

@@ -53,4 +53,4 @@ def test_invoice_input_of_takes_exactly_the_fields() -> None:
     item = invoice_input("X", body)
     assert item == InvoiceInput(**item.__dict__)
     with pytest.raises(TypeError):
-        InvoiceInput.of(**{k: v for k, v in item.__dict__.items() if k != "title"})
+        InvoiceInput.of({k: v for k, v in item.__dict__.items() if k != "title"})

@@ -93,15 +93,14 @@ def invoice_input(external_id: str, body: InvoiceBody) -> InvoiceInput:
         errors.append(FieldError("/due_date", "must not be before the issue date"))
     if errors:
         raise InvalidInput("The request has invalid fields.", errors)
-    return InvoiceInput.of(
-        external_id=external_id, customer=body.customer, number=body.number, kind=body.kind, status=body.status,
-        issue_date=body.issue_date, due_date=body.due_date,
-        payment_terms=terms.type if terms else None, payment_terms_days=terms.days if terms else None,
-        currency=currency, total_minor=total, amount_due_minor=due, lines=lines, title=body.title,
-        header_note=body.header_note, footer_note=body.footer_note, vat_mention=body.vat_mention,
-        delivery_date=body.delivery_date, store=body.store, may_have_documents=body.may_have_documents,
-        version=body.version)
-
+    return InvoiceInput.of({
+        "external_id": external_id, "customer": body.customer, "number": body.number, "kind": body.kind,
+        "status": body.status, "issue_date": body.issue_date, "due_date": body.due_date,
+        "payment_terms": terms.type if terms else None, "payment_terms_days": terms.days if terms else None,
+        "currency": currency, "total_minor": total, "amount_due_minor": due, "lines": lines, "title": body.title,
+        "header_note": body.header_note, "footer_note": body.footer_note, "vat_mention": body.vat_mention,
+        "delivery_date": body.delivery_date, "store": body.store, "may_have_documents": body.may_have_documents,
+        "version": body.version})
 
 def iso(value: dt.datetime | dt.date | None) -> str | None:
     if value is None:
