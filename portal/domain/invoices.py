@@ -184,7 +184,7 @@ def _with_due_date(item: InvoiceInput, due_date: dt.date | None) -> InvoiceInput
     """dataclasses.replace(item, due_date=due_date), without running the frozen __init__ over every field
     again (a sixth of the CPU of an unchanged re-push): the other fields are copied as they are."""
     derived = object.__new__(InvoiceInput)
-    derived.__dict__.update(item.__dict__, due_date=due_date)
+    object.__setattr__(derived, "__dict__", {**item.__dict__, "due_date": due_date})
     return derived
 
 
@@ -413,9 +413,10 @@ def _plan_for_these_ids(conn: sa.Connection) -> None:
 
 
 def _row_values(item: InvoiceInput, customer_id: int, digest: str, now: dt.datetime) -> dict[str, Any]:
-    # Built only for rows that will be written: an unchanged resend, the usual one, needs none of it.
-    values = item.storage_values()
-    values.update(customer_id=customer_id, content_hash=digest, updated_at=now)
+    # Built only for rows that will be written: an unchanged resend, the usual one, needs none of it. What
+    # storage_values() gives, plus three columns, in one dict.
+    values = {**item.__dict__, "customer_id": customer_id, "content_hash": digest, "updated_at": now}
+    del values["customer"]
     return values
 
 
