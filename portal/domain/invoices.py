@@ -117,7 +117,7 @@ class Resent:
     in for the converted item in `upsert_invoices`, which answers "unchanged" if the row is still as found."""
 
     external_id: str
-    body_digest: bytes
+    body_digest: str
 
 
 class ResentChanged(Exception):
@@ -134,20 +134,22 @@ def canonical_json(raw: dict[str, Any]) -> bytes:
     return orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
 
 
-def body_digest(canonical: bytes) -> bytes:
-    """SHA-256 of an item's `canonical_json`."""
-    return hashlib.sha256(canonical).digest()
+def body_digest(canonical: bytes) -> str:
+    """SHA-256 of an item's `canonical_json`, in hex, cut to 192 bits (48 characters: it only has to tell a
+    billing system's bodies of one invoice apart, and leaves room for the revision in the column)."""
+    return hashlib.sha256(canonical).hexdigest()[:48]
 
 
-def _fingerprint(revision: int, digest: bytes) -> str:
-    """What `invoices.body_fingerprint` holds: the body digest bound to the revision it produced. Every
-    change to an invoice adds one to its revision (pushes, PATCH, lifecycle steps, documents), so any
-    change made since, by any writer, leaves a fingerprint that no longer matches, without that writer
-    knowing of it. Payments do not change the revision: they are caught by `paid_minor` (_is_resend)."""
-    return hashlib.sha256(b"%d:" % revision + digest).hexdigest()
+def _fingerprint(revision: int, digest: str) -> str:
+    """What `invoices.body_fingerprint` holds: the body digest bound to the revision it produced,
+    "<revision>:<digest>". Every change to an invoice adds one to its revision (pushes, PATCH, lifecycle
+    steps, documents), so any change made since, by any writer, leaves a fingerprint that no longer
+    matches, without that writer knowing of it. Payments do not change the revision: they are caught by
+    `paid_minor` (_is_resend)."""
+    return f"{revision}:{digest}"
 
 
-def _is_resend(row: sa.Row[Any], digest: bytes) -> bool:
+def _is_resend(row: sa.Row[Any], digest: str) -> bool:
     """The item is the body that made the row's current revision, and nothing was paid online: then the
     full path would find no paid conflict and an equal content hash, so the answer is "unchanged"."""
     return row.paid_minor == 0 and row.body_fingerprint == _fingerprint(row.revision, digest)
@@ -252,7 +254,7 @@ _SET_FINGERPRINT = invoices.update().where(invoices.c.id == sa.bindparam("_id"))
 
 
 def recognise_resends(conn: sa.Connection, organization_id: int,
-                      bodies: Sequence[tuple[str, bytes] | None]) -> list[WriteOutcome | None]:
+                      bodies: Sequence[tuple[str, str] | None]) -> list[WriteOutcome | None]:
     """For each (external id, body digest), "unchanged" if it is the body that made the invoice's current
     revision and nothing was paid online (`_is_resend`), else None; one lookup for the batch.
 
@@ -279,7 +281,7 @@ def recognise_resends(conn: sa.Connection, organization_id: int,
 
 def upsert_invoices(
     conn: sa.Connection, organization_id: int, items: Sequence[InvoiceInput | Resent], now: dt.datetime,
-    *, raw_payloads: Sequence[dict[str, Any]] | None = None, body_digests: Sequence[bytes | None] | None = None,
+    *, raw_payloads: Sequence[dict[str, Any]] | None = None, body_digests: Sequence[str | None] | None = None,
 ) -> list[WriteOutcome]:
     """Create or replace each item; one outcome per item, in order. Items that fail do not stop the others.
 

@@ -215,7 +215,7 @@ def register(api: Api) -> None:
         return json_response(conflict_output(row))
 
 
-async def _write_batch(ctx: ApiContext, raws: list[Any], canonical: list[bytes | None], digests: list[bytes | None],
+async def _write_batch(ctx: ApiContext, raws: list[Any], canonical: list[bytes | None], digests: list[str | None],
                        accepted: dict[int, domain.InvoiceInput | domain.Resent],
                        results: list[dict[str, Any] | None]) -> list[domain.WriteOutcome]:
     """upsert_invoices for the accepted items, in order. If rows of recognised items changed between the
