@@ -506,3 +506,19 @@ def test_a_change_between_recognition_and_write_is_seen(tenant: Tenant, database
     assert [(r["result"], r.get("problem", {}).get("code")) for r in results] == [
         ("error", "reopens_paid"), ("created", None)]
     assert [c["invoice"] for c in tenant.client.get("/api/v1/conflicts").json()["items"]] == ["F"]
+
+
+def test_new_invoices_get_their_own_ids_when_the_largest_id_is_taken(tenant: Tenant, database: Any) -> None:
+    """SQLite gives a new row the largest id plus one, which the batch counts on to know new ids without
+    reading them back; once the largest possible id is taken it draws ids at random, and the batch reads
+    them back instead."""
+    assert batch(tenant, [{**invoice_body(), "external_id": "SEED"}])[0]["result"] == "created"
+    with database.transaction() as conn:
+        seed = conn.execute(sa.select(invoices).where(invoices.c.external_id == "SEED")).one()._asdict()
+        conn.execute(invoices.insert().values({**seed, "id": 2**63 - 1, "external_id": "LAST"}))
+    items = [{**invoice_body(number=f"N-{i}"), "external_id": f"R-{i}"} for i in range(5)]
+    assert [r["result"] for r in batch(tenant, items)] == ["created"] * 5
+    for i in range(5):
+        invoice = tenant.client.get(f"/api/v1/invoices/R-{i}").json()
+        assert invoice["number"] == f"N-{i}"
+        assert [entry["kind"] for entry in invoice["timeline"]] == ["created"]
