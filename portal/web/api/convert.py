@@ -77,10 +77,13 @@ def invoice_input(external_id: str, body: InvoiceBody) -> InvoiceInput:
         due = 0 if body.status in ("paid", "cancelled") else total
     if due > total:
         errors.append(FieldError("/amount_due", "must not exceed the total"))
+    # Line amounts are the ones that repeat most: looked up here first, without a call (a 0 found is falsy
+    # and simply read again).
     lines = [
         {"description": line.description, "quantity": line.quantity, "vat_rate": line.vat_rate,
-         "unit_price_minor": amount(line.unit_price, "unit_price", i, allow_negative=True),
-         "total_minor": amount(line.total, "total", i, allow_negative=True)}
+         "unit_price_minor": known.get(line.unit_price) or amount(line.unit_price, "unit_price", i,
+                                                                  allow_negative=True),
+         "total_minor": known.get(line.total) or amount(line.total, "total", i, allow_negative=True)}
         for i, line in enumerate(body.lines)
     ]
     terms = body.payment_terms
