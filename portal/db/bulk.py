@@ -1,4 +1,4 @@
-"""Inserting many rows at once on the hot batch path (the invoice push).
+"""Inserting and looking up many rows at once on the hot batch path (the invoice push).
 
 `Connection.execute(table.insert(), rows)` assembles every row's parameters in Python, one dictionary and
 one type conversion per value, which was a third of the CPU of pushing 1,000 invoices. `insert_many` sends
@@ -8,12 +8,15 @@ processor, so what is stored is exactly what Core would store; only the per-row 
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 
@@ -24,14 +27,15 @@ def insert_many(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str
         return
     keys = tuple(rows[0])
     sql, names, positional = _compiled_insert(conn.dialect, table, keys)
-    converters = _converters(conn.dialect, table, names)
-    values_of = operator.itemgetter(*names)
-    params: list[Any] = []
-    for row in rows:
-        values = list(values_of(row)) if len(names) > 1 else [values_of(row)]
-        for at, convert in converters:
-            values[at] = convert(values[at])
-        params.append(tuple(values) if positional else dict(zip(names, values, strict=True)))
+    # Column by column: each converting column's values go through its converter in one map, instead of
+    # an indexed store per value and row.
+    columns = list(zip(*map(operator.itemgetter(*names), rows), strict=True)) if len(names) > 1 else \
+        [tuple(row[names[0]] for row in rows)]
+    for at, convert in _converters(conn.dialect, table, names):
+        columns[at] = tuple(map(convert, columns[at]))
+    params: list[Any] = list(zip(*columns, strict=True))
+    if not positional:
+        params = [dict(zip(names, values, strict=True)) for values in params]
     conn.exec_driver_sql(sql, params)
 
 
@@ -58,13 +62,41 @@ def _converters(dialect: Dialect, table: sa.Table, names: Sequence[str]) -> list
 
 
 def _remember_last(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """`process`, with the last value it saw and its result kept: a batch's timestamps are all the same
-    `now`, and formatting it once instead of once per row is most of what converting dates costs."""
+    """`process`, with what it gave kept for values that come again: a batch's timestamps are all the same
+    `now` (the last value and its result are kept, by identity), and its dates repeat (an issue date per
+    day: kept by value, for values of exactly `datetime.date`, whose equality is their value; not for aware
+    datetimes, which are equal across time zones but not stored alike). Converters live for one call."""
     last: list[Any] = [object(), None]
+    dates: dict[dt.date, Any] = {}
 
     def convert(value: Any) -> Any:
-        if value is not last[0]:
-            last[0], last[1] = value, process(value)
+        if value is last[0]:
+            return last[1]
+        if type(value) is dt.date:
+            if value not in dates:
+                dates[value] = process(value)
+            return dates[value]
+        last[0], last[1] = value, process(value)
         return last[1]
 
     return convert
+
+
+def one_of(dialect: Dialect, column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
+    """`column IN (...)` against the list parameter `name` (give it as `list_param(dialect, values)`), bound as
+    one value: SQLite reads a JSON array with json_each, PostgreSQL takes an array (`= ANY`). An expanding
+    IN renders and binds one parameter per value, four times 1,000 a batch push: a microsecond per invoice
+    against a fifth of one (both databases still probe the unique index once per value)."""
+    if dialect.name == "sqlite":
+        return column.in_(sa.select(sa.func.json_each(sa.bindparam(name, type_=sa.String)).table_valued(
+            "value").c.value))
+    if dialect.name == "postgresql":
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
+    return column.in_(sa.bindparam(name, expanding=True))
+
+
+def list_param(dialect: Dialect, values: Iterable[Any]) -> Any:
+    """The value of a `one_of` parameter."""
+    if dialect.name == "sqlite":
+        return orjson.dumps(list(values)).decode()
+    return list(values)

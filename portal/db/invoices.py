@@ -44,6 +44,12 @@ invoices = sa.Table(
     sa.Column("revision", sa.Integer(), nullable=False),
     # SHA-256 of the canonical body last applied: an identical resend is "unchanged" and writes nothing.
     sa.Column("content_hash", sa.String(64), nullable=False),
+    # Set by the batch API only: "<revision>:<digest of the item body (as parsed, keys sorted) that produced
+    # that revision>", so that the same body resent is answered "unchanged" before it is validated
+    # (portal.domain.invoices.recognise_resends). Any other change bumps the revision and so unbinds it;
+    # writes without a body clear it. A change to how bodies are validated or converted must clear the
+    # column (in its migration), or old bodies would still be recognised.
+    sa.Column("body_fingerprint", sa.String(64)),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
     sa.Column("activated_at", Timestamp),

@@ -296,3 +296,229 @@ def test_identical_resend_of_the_unpaid_body_after_payment_is_a_conflict_once(te
     for _ in range(3):  # a nightly resync resending what it sent before
         assert tenant.put_invoice().status_code == 409
     assert len(tenant.client.get("/api/v1/conflicts").json()["items"]) == 1
+
+
+# --- Resends recognised by their fingerprint --------------------------------------------------------------
+# A batch item that is the body which made the stored revision is answered "unchanged" before it is
+# validated (domain.recognise_resends). Each test below changes an invoice in some other way, then resends
+# the body: the answer must be the one the full path gives. Two twins get the same treatment: "F" was pushed
+# by the batch API (its body fingerprinted), "P" by PUT (no fingerprint: its resend takes the full path).
+
+TWINS = ("F", "P")
+
+
+def batch(tenant: Tenant, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    response = tenant.client.post("/api/v1/invoices/batch", json={"invoices": items})
+    assert response.status_code == 200, response.text
+    return response.json()["results"]  # type: ignore[no-any-return]
+
+
+def fingerprint(database: Any, external_id: str) -> str | None:
+    with database.transaction() as conn:
+        return conn.scalar(sa.select(invoices.c.body_fingerprint).where(invoices.c.external_id == external_id))
+
+
+def push_twins(tenant: Tenant, database: Any, **fields: Any) -> list[dict[str, Any]]:
+    bodies = [{**invoice_body(**fields), "external_id": external_id} for external_id in TWINS]
+    assert batch(tenant, bodies[:1])[0]["result"] == "created"
+    assert tenant.client.put("/api/v1/invoices/P", json=invoice_body(**fields)).status_code == 201
+    assert fingerprint(database, "P") is None
+    return bodies
+
+
+def resend(tenant: Tenant, bodies: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """The answer for F, after checking that P got the same one (result, revision, problem code)."""
+    answers = [(r["result"], r.get("revision"), r.get("problem", {}).get("code")) for r in batch(tenant, bodies)]
+    assert answers[0] == answers[1]
+    return answers[0]
+
+
+def test_a_batch_resend_is_recognised_and_writes_nothing(tenant: Tenant, database: Any, clock: Any) -> None:
+    from portal.domain.invoices import body_digest, canonical_json, recognise_resends
+
+    bodies = push_twins(tenant, database)
+    assert (fingerprint(database, "F") or "").startswith("1:")  # bound to revision 1
+    before = tenant.client.get("/api/v1/invoices/F").json()
+    clock.advance(hours=1)
+    assert resend(tenant, bodies) == ("unchanged", 1, None)
+    assert tenant.client.get("/api/v1/invoices/F").json() == before
+    # P's unchanged resend bound its body too (as for invoices stored before fingerprints existed): both are
+    # now recognised before validation.
+    assert fingerprint(database, "P") is not None
+    found = database.run(recognise_resends, tenant.org.id, [(b["external_id"], body_digest(canonical_json(b))) for b in bodies],
+                         write=False)
+    assert [(o.external_id, o.result, o.revision) for o in found] == [("F", "unchanged", 1), ("P", "unchanged", 1)]
+    # The same content as another body (key order does not count, a field spelled out does) is not the
+    # same body, but still the same content.
+    reordered = [dict(reversed(list(b.items()))) for b in bodies]
+    assert database.run(recognise_resends, tenant.org.id, [(b["external_id"], body_digest(canonical_json(b))) for b in reordered],
+                        write=False) == found
+    spelled_out = [{**b, "kind": "invoice"} for b in bodies]
+    assert database.run(recognise_resends, tenant.org.id,
+                        [(b["external_id"], body_digest(canonical_json(b))) for b in spelled_out], write=False) == [None, None]
+    assert resend(tenant, spelled_out) == ("unchanged", 1, None)
+
+
+def test_a_resend_after_a_patch_restores_the_body(tenant: Tenant, database: Any) -> None:
+    bodies = push_twins(tenant, database, title="Pushed")
+    for external_id in TWINS:
+        assert tenant.client.patch(f"/api/v1/invoices/{external_id}", json={"title": "Patched"}).status_code == 200
+        assert fingerprint(database, external_id) is None
+    assert resend(tenant, bodies) == ("updated", 3, None)
+    assert tenant.client.get("/api/v1/invoices/F").json()["title"] == "Pushed"
+    assert resend(tenant, bodies) == ("unchanged", 3, None)
+
+
+def test_a_resend_after_a_put_of_other_content_restores_the_body(tenant: Tenant, database: Any) -> None:
+    bodies = push_twins(tenant, database)
+    for external_id in TWINS:
+        assert tenant.put_invoice(external_id, title="Other").json()["result"] == "updated"
+    assert resend(tenant, bodies) == ("updated", 3, None)
+
+
+@pytest.mark.parametrize(("step", "body", "expected"), [
+    ("cancel", None, ("updated", 3, None)),
+    ("extend-due-date", {"due_date": "2027-01-31"}, ("updated", 3, None)),
+])
+def test_a_resend_after_a_lifecycle_step_undoes_it_as_before(tenant: Tenant, database: Any, step: str,
+                                                              body: Any, expected: tuple[Any, ...]) -> None:
+    bodies = push_twins(tenant, database)
+    for external_id in TWINS:
+        assert tenant.client.post(f"/api/v1/invoices/{external_id}/{step}", json=body).status_code == 200
+    assert resend(tenant, bodies) == expected
+
+
+def test_a_resend_of_the_draft_after_activation_is_refused(tenant: Tenant, database: Any) -> None:
+    bodies = push_twins(tenant, database, status="draft", number=None, issue_date=None, due_date=None,
+                        payment_terms={"type": "net_days", "days": 14})
+    assert fingerprint(database, "F") is not None  # a draft's due date does not depend on the day
+    for external_id in TWINS:
+        assert tenant.client.post(f"/api/v1/invoices/{external_id}/activate").status_code == 200
+    assert resend(tenant, bodies) == ("error", None, "already_activated")
+
+
+def test_a_resend_after_an_online_payment_is_a_conflict_once(tenant: Tenant, database: Any) -> None:
+    bodies = push_twins(tenant, database)
+    for external_id in TWINS:
+        record_online_payment(database, external_id, 12100)
+    for _ in range(2):
+        assert resend(tenant, bodies) == ("error", None, "reopens_paid")
+    conflicts = tenant.client.get("/api/v1/conflicts").json()["items"]
+    assert sorted(c["invoice"] for c in conflicts) == ["F", "P"]
+
+
+def set_paid(database: Any, external_id: str, paid_minor: int, status: str) -> None:
+    """What the payments service does to an invoice (portal.domain.payments._set_paid): no new revision."""
+    with database.transaction() as conn:
+        conn.execute(invoices.update().where(invoices.c.external_id == external_id)
+                     .values(paid_minor=paid_minor, status=status))
+
+
+def test_a_resend_after_a_partial_payment_takes_the_full_path(tenant: Tenant, database: Any) -> None:
+    from portal.domain.invoices import body_digest, canonical_json, recognise_resends
+
+    bodies = push_twins(tenant, database)
+    for external_id in TWINS:
+        set_paid(database, external_id, 5000, "open")
+    assert database.run(recognise_resends, tenant.org.id, [("F", body_digest(canonical_json(bodies[0])))], write=False) == [None]
+    assert resend(tenant, bodies) == ("unchanged", 1, None)
+    lowered = [{**b, "total": "40.00", "lines": []} for b in bodies]
+    assert resend(tenant, lowered) == ("error", None, "total_below_paid")
+
+
+def test_a_resend_after_a_payment_refunded_in_full_is_as_before(tenant: Tenant, database: Any) -> None:
+    bodies = push_twins(tenant, database, status="paid", amount_due="0.00")
+    for external_id in TWINS:
+        set_paid(database, external_id, 12100, "paid")
+    assert resend(tenant, bodies) == ("unchanged", 1, None)
+    for external_id in TWINS:
+        set_paid(database, external_id, 0, "open")  # refunded: Quittance reopened the invoice it had closed
+    assert resend(tenant, bodies) == ("unchanged", 1, None)
+
+
+def test_a_resend_after_a_document_is_unchanged_and_recognised_again(tenant: Tenant, database: Any) -> None:
+    from portal.domain.invoices import body_digest, canonical_json, recognise_resends
+    from tests.support.documents import make_pdf
+
+    bodies = push_twins(tenant, database)
+    for external_id in TWINS:
+        response = tenant.client.put(f"/api/v1/invoices/{external_id}/document", content=make_pdf(),
+                                     headers={"Content-Type": "application/pdf"})
+        assert response.status_code == 201, response.text
+    assert database.run(recognise_resends, tenant.org.id, [("F", body_digest(canonical_json(bodies[0])))], write=False) == [None]
+    assert resend(tenant, bodies) == ("unchanged", 2, None)
+    found = database.run(recognise_resends, tenant.org.id, [("F", body_digest(canonical_json(bodies[0])))], write=False)
+    assert [(o.result, o.revision) for o in found] == [("unchanged", 2)]
+
+
+def test_a_due_date_counted_from_today_is_never_fingerprinted(tenant: Tenant, database: Any, clock: Any) -> None:
+    bodies = push_twins(tenant, database, issue_date=None, due_date=None,
+                        payment_terms={"type": "net_days", "days": 30})
+    assert fingerprint(database, "F") is None
+    assert resend(tenant, bodies) == ("unchanged", 1, None)
+    assert fingerprint(database, "F") is None
+    clock.advance(days=1)
+    assert resend(tenant, bodies) == ("updated", 2, None)
+    assert tenant.client.get("/api/v1/invoices/F").json()["due_date"] == "2026-12-03"
+
+
+def test_a_resend_of_an_older_version_is_stale(tenant: Tenant, database: Any) -> None:
+    bodies = push_twins(tenant, database, version=5)
+    assert resend(tenant, bodies) == ("unchanged", 1, None)
+    newer = [{**b, "version": 6, "title": "v6"} for b in bodies]
+    assert resend(tenant, newer) == ("updated", 2, None)
+    assert resend(tenant, bodies) == ("error", None, "stale_version")
+    assert resend(tenant, newer) == ("unchanged", 2, None)
+
+
+def test_a_recognised_body_twice_in_a_batch_is_a_duplicate(tenant: Tenant, database: Any) -> None:
+    bodies = push_twins(tenant, database)
+    results = batch(tenant, [bodies[0], bodies[0], {**bodies[0], "total": "1.234"}])
+    assert [r["result"] for r in results] == ["unchanged", "error", "error"]
+    assert results[1]["problem"]["errors"] == [{"path": "/invoices/1/external_id", "message": "duplicate in this batch"}]
+    assert results[2]["problem"]["errors"][0]["path"] == "/invoices/2/total"
+
+
+def test_a_change_between_recognition_and_write_is_seen(tenant: Tenant, database: Any, settings: Any,
+                                                          clock: Any) -> None:
+    """The lookup that recognises resends runs before the write transaction: a change made in between (here
+    a payment) sends the item through the full path."""
+    from starlette.testclient import TestClient
+
+    from portal.app import create_app
+    from portal.db import Database
+    from portal.domain import invoices as domain
+
+    class PaidMeanwhile(Database):
+        async def read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            result = await super().read(fn, *args, **kwargs)
+            if fn is domain.recognise_resends:
+                record_online_payment(database, "F", 12100)
+            return result
+
+    bodies = push_twins(tenant, database)
+    app = create_app(settings, clock=clock, database=PaidMeanwhile(database.engine))
+    client = TestClient(app, headers={"Authorization": f"Bearer {tenant.key}"}, raise_server_exceptions=False)
+    new = {**invoice_body(), "external_id": "NEW"}
+    response = client.post("/api/v1/invoices/batch", json={"invoices": [bodies[0], new]})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [(r["result"], r.get("problem", {}).get("code")) for r in results] == [
+        ("error", "reopens_paid"), ("created", None)]
+    assert [c["invoice"] for c in tenant.client.get("/api/v1/conflicts").json()["items"]] == ["F"]
+
+
+def test_new_invoices_get_their_own_ids_when_the_largest_id_is_taken(tenant: Tenant, database: Any) -> None:
+    """SQLite gives a new row the largest id plus one, which the batch counts on to know new ids without
+    reading them back; once the largest possible id is taken it draws ids at random, and the batch reads
+    them back instead."""
+    assert batch(tenant, [{**invoice_body(), "external_id": "SEED"}])[0]["result"] == "created"
+    with database.transaction() as conn:
+        seed = conn.execute(sa.select(invoices).where(invoices.c.external_id == "SEED")).one()._asdict()
+        conn.execute(invoices.insert().values({**seed, "id": 2**63 - 1, "external_id": "LAST"}))
+    items = [{**invoice_body(number=f"N-{i}"), "external_id": f"R-{i}"} for i in range(5)]
+    assert [r["result"] for r in batch(tenant, items)] == ["created"] * 5
+    for i in range(5):
+        invoice = tenant.client.get(f"/api/v1/invoices/R-{i}").json()
+        assert invoice["number"] == f"N-{i}"
+        assert [entry["kind"] for entry in invoice["timeline"]] == ["created"]

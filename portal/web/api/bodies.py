@@ -143,12 +143,15 @@ def _list_adapter(model: type[M]) -> pydantic.TypeAdapter[list[M]]:
     return pydantic.TypeAdapter(list[model])  # type: ignore[valid-type]
 
 
-def validate_each(model: type[M], items: Sequence[Any], prefix: str) -> list[M | InvalidInput]:
-    """Validate each item on its own, as `validate(model, items[i], f"{prefix}/{i}")` would: one bad item
-    does not stop the others. A list that is valid throughout (the usual batch) is validated in one call,
-    one JSON encoding and one trip into pydantic-core instead of one per item; only a list with an error is
-    gone through item by item, to tell which items fail and why."""
-    encoded = orjson.dumps(items)
+def validate_each(model: type[M], items: Sequence[Any], prefix: str, positions: Sequence[int] | None = None,
+                  encoded: Sequence[bytes] | None = None) -> list[M | InvalidInput]:
+    """Validate each item on its own, as `validate(model, items[i], f"{prefix}/{positions[i]}")` would (the
+    positions default to 0, 1, 2...): one bad item does not stop the others. A list that is valid throughout
+    (the usual batch) is validated in one call, one JSON encoding and one trip into pydantic-core instead of
+    one per item; only a list with an error is gone through item by item, to tell which items fail and why.
+    `encoded`, if the caller has them, are the items' JSON encodings (in any key order: for a valid list
+    the result is the same, and errors are found on the items themselves)."""
+    encoded = b"[" + b",".join(encoded) + b"]" if encoded is not None else orjson.dumps(items)
     if not may_contain_control_characters(encoded):
         try:
             return list(_list_adapter(model).validate_json(encoded))
@@ -157,7 +160,7 @@ def validate_each(model: type[M], items: Sequence[Any], prefix: str) -> list[M |
     results: list[M | InvalidInput] = []
     for index, item in enumerate(items):
         try:
-            results.append(validate(model, item, f"{prefix}/{index}"))
+            results.append(validate(model, item, f"{prefix}/{positions[index] if positions else index}"))
         except InvalidInput as exc:
             results.append(exc)
     return results

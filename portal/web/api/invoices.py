@@ -162,23 +162,27 @@ def register(api: Api) -> None:
             raise InvalidInput("Too many invoices.",
                                [FieldError("/invoices", f"at most {limits.batch_items} in one batch")])
         results: list[dict[str, Any] | None] = [None] * len(raws)
-        accepted: list[tuple[int, domain.InvoiceInput, dict[str, Any]]] = []
-        for index, (raw, checked) in enumerate(zip(raws, validate_each(BatchInvoice, raws, "/invoices"),
-                                                 strict=True)):
-            prefix = f"/invoices/{index}"
-            try:
-                if isinstance(checked, InvalidInput):
-                    raise checked  # handled below like a conversion error, so both get the same paths
-                accepted.append((index, invoice_input(checked.external_id, checked), raw))
-            except InvalidInput as exc:
-                exc.errors = [e if e.path.startswith(prefix) else e.under(prefix) for e in exc.errors]
-                external_id = raw.get("external_id") if isinstance(raw, dict) else None
-                results[index] = _item_error(external_id if isinstance(external_id, str) else None, exc)
-        now = ctx.now()
-        outcomes = await ctx.services.db.write_bulk(
-            domain.upsert_invoices, ctx.org_id, [item for _, item, _ in accepted], now,
-            raw_payloads=[raw for _, _, raw in accepted]) if accepted else []
-        for (index, _, _), outcome in zip(accepted, outcomes, strict=True):
+        # An item that is the body which made its invoice's current revision is answered "unchanged" from
+        # one lookup, before validation and conversion, most of the work (domain.recognise_resends).
+        canonical = [domain.canonical_json(raw) if isinstance(raw, dict) else None for raw in raws]
+        digests = [domain.body_digest(text) if text is not None and isinstance(raw.get("external_id"), str)
+                   else None for raw, text in zip(raws, canonical, strict=True)]
+        recognised: list[domain.WriteOutcome | None] = [None] * len(raws)
+        if any(digest is not None for digest in digests):
+            recognised = await ctx.services.db.read(domain.recognise_resends, ctx.org_id, [
+                (raw["external_id"], digest) if digest is not None else None
+                for raw, digest in zip(raws, digests, strict=True)])
+        accepted: dict[int, domain.InvoiceInput | domain.Resent] = {
+            index: domain.Resent(outcome.external_id, digest)
+            for index, (outcome, digest) in enumerate(zip(recognised, digests, strict=True))
+            if outcome is not None and digest is not None}
+        _convert(raws, canonical, [index for index, outcome in enumerate(recognised) if outcome is None], accepted,
+                 results)
+        outcomes = [outcome for outcome in recognised if outcome is not None]
+        if len(outcomes) < len(accepted) or len({outcome.external_id for outcome in outcomes}) < len(outcomes):
+            # Something to write, or an invoice recognised twice (the second is a duplicate): the full path.
+            outcomes = await _write_batch(ctx, raws, canonical, digests, accepted, results)
+        for index, outcome in zip(sorted(accepted), outcomes, strict=True):
             if outcome.error is not None:
                 results[index] = _item_error(outcome.external_id, outcome.error, f"/invoices/{index}")
             else:
@@ -209,6 +213,49 @@ def register(api: Api) -> None:
         conflict_id = int(raw_id) if raw_id.isdigit() and len(raw_id) < 18 else -1
         row = await ctx.services.db.write(domain.resolve_conflict, ctx.org_id, conflict_id, ctx.now())
         return json_response(conflict_output(row))
+
+
+async def _write_batch(ctx: ApiContext, raws: list[Any], canonical: list[bytes | None], digests: list[str | None],
+                       accepted: dict[int, domain.InvoiceInput | domain.Resent],
+                       results: list[dict[str, Any] | None]) -> list[domain.WriteOutcome]:
+    """upsert_invoices for the accepted items, in order. If rows of recognised items changed between the
+    lookup and the write (rare: nothing was written), those items are converted after all and the batch
+    runs again."""
+    now = ctx.now()
+    while True:
+        order = sorted(accepted)
+        try:
+            return await ctx.services.db.write_bulk(
+                domain.upsert_invoices, ctx.org_id, [accepted[i] for i in order], now,
+                raw_payloads=[raws[i] for i in order], body_digests=[digests[i] for i in order])
+        except domain.ResentChanged as changed:
+            again = [i for i in order if accepted[i].external_id in changed.external_ids
+                     and isinstance(accepted[i], domain.Resent)]
+            for index in again:
+                del accepted[index]
+            _convert(raws, canonical, again, accepted, results)
+
+
+def _convert(raws: list[Any], canonical: list[bytes | None], indexes: list[int],
+             accepted: dict[int, domain.InvoiceInput | domain.Resent], results: list[dict[str, Any] | None]) -> None:
+    """Validate and convert the batch items at `indexes`: into `accepted`, or their problem into `results`.
+    `canonical` are the items' encodings where they are objects, which validation can reuse."""
+    if not indexes:
+        return
+    texts = [canonical[i] for i in indexes]
+    checks = validate_each(BatchInvoice, [raws[i] for i in indexes], "/invoices", indexes,
+                           None if None in texts else texts)  # type: ignore[arg-type]
+    for index, checked in zip(indexes, checks, strict=True):
+        try:
+            if isinstance(checked, InvalidInput):
+                raise checked  # handled below like a conversion error, so both get the same paths
+            accepted[index] = invoice_input(checked.external_id, checked)
+        except InvalidInput as exc:
+            prefix = f"/invoices/{index}"
+            exc.errors = [e if e.path.startswith(prefix) else e.under(prefix) for e in exc.errors]
+            raw = raws[index]
+            external_id = raw.get("external_id") if isinstance(raw, dict) else None
+            results[index] = _item_error(external_id if isinstance(external_id, str) else None, exc)
 
 
 def _batch_items(body: bytes, data: Any) -> list[Any]:
