@@ -13,3 +13,8 @@ app = create_app(Settings.from_env())
 # over them were a fifth of the server's CPU (bench/push_invoices.py). Memory held by cycles between passes
 # stays small (10,000 objects at most in the youngest generation).
 gc.set_threshold(10_000, 10, 10)
+
+# What exists now (modules, the app, its templates, SQLAlchemy's metadata, Babel's locale data) lives as long
+# as the process: frozen out of the collector's sight, a full collection only walks what requests allocate.
+# About 5% less CPU a Stripe webhook on PostgreSQL (bench/stripe_webhooks.py).
+gc.freeze()
