@@ -686,7 +686,7 @@ def report(results: list[Result], args: argparse.Namespace) -> bool:
         ok &= r.ratio >= TARGET_RATIO and r.app.p99_ms < TARGET_P99_MS
     print()
     print(f"{results[0].statements} SELECTs a page. ratio: app rps / ceiling rps; cpu ratio: ceiling CPU per request / "
-          f"app CPU per request (server process only); load: the machine's load average during the rounds")
+          f"app CPU per request (the server processes); load: the machine's load average during the rounds")
     print(f"targets: app >= {TARGET_RATIO:.0%} of the ceiling and p99 < {TARGET_P99_MS:.0f} ms")
     for backend in dict.fromkeys(r.backend for r in results):
         mine = sorted((r for r in results if r.backend == backend), key=lambda r: r.dataset.invoices)
