@@ -100,3 +100,15 @@ def test_a_process_that_dies_stops_the_server(server: tuple[subprocess.Popen[byt
     assert process.wait(timeout=40) == 1  # the process manager sees it and restarts the whole server
     assert not Path(f"/proc/{second}").exists()
     assert process.stderr is not None and b"a server process ended" in process.stderr.read()
+
+
+def test_a_port_in_use_is_refused_with_a_clear_message(server: tuple[subprocess.Popen[bytes], str],
+                                                       tmp_path: Path) -> None:
+    _, base_url = server
+    port = base_url.rsplit(":", 1)[1]
+    second = subprocess.run([sys.executable, "-m", "portal.cli", "serve", "--port", port, "--workers", "2"],
+                            env={**os.environ, "PORTAL_DATABASE_URL": f"sqlite:///{tmp_path / 'other.db'}",
+                                 "PORTAL_SECRET_KEYS": "k"}, capture_output=True, timeout=60)
+    assert second.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}".encode() in second.stderr
+    assert _answers(base_url)  # the running server is untouched

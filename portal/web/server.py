@@ -39,13 +39,14 @@ def serve(host: str, port: int, workers: int, app: str = APP, **options: Any) ->
     return _supervise(host, port, workers, app, options)
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int, *, shared: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP spelled out: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say they are TCP,
     # and without it every response waited for a delayed ACK (latency floored at 44 ms).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     return sock
 
@@ -59,10 +60,16 @@ def _worker(host: str, port: int, app: str, options: dict[str, Any], supervisor:
 def _supervise(host: str, port: int, workers: int, app: str, options: dict[str, Any]) -> int:
     """Start the processes, pass SIGINT/SIGTERM on to them, and stop them all if one dies: a half-capacity
     server that looks healthy is worse than one the process manager restarts."""
-    # Bound here first so that a port already taken fails at once, with one clear message.
-    listening_socket(host, port).close()
+    # Bound here first, without SO_REUSEPORT, so that a port already taken (by another server started the same
+    # way too, which would otherwise share it silently) fails at once with one clear message.
+    try:
+        listening_socket(host, port, shared=False).close()
+    except OSError as exc:
+        print(f"portal serve: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr, flush=True)
+        return 1
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker, args=(host, port, app, options, os.getpid()), name=f"portal-web-{n}") for n in range(workers)]
+    processes = [context.Process(target=_worker, args=(host, port, app, options, os.getpid()),
+                                 name=f"portal-web-{n}") for n in range(workers)]
     stopping = False
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
