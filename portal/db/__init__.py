@@ -15,7 +15,8 @@ Domain services are plain synchronous functions that take a `Connection`; web ha
   cost more than running it, and under load the GIL passing back and forth between the loop and the threads made
   requests wait for each other. Measured at 32 connections: the history page went from 240 to 420 pages a
   second on one process, Stripe webhooks from 326 to 626 a second (p99 114 -> 59 ms). WAL readers never wait
-  for a writer, so a read does not block the loop on a lock.
+  for a writer, so a read does not block the loop on a lock. The longest reads are the API's pages, bounded at
+  1,000 rows.
 - SQLite, bulk writes (a batch of 1,000 invoices, an archive's documents: tens of milliseconds): in a worker
   thread, so that pages keep being served in between. Writes take turns, first come first served, in an
   asyncio queue: SQLite lets one connection write at a time, and a short write must not block the loop waiting
