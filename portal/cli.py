@@ -158,6 +158,7 @@ def demo_serve(host: str, port: int | None) -> None:
 
     from portal.app import create_app
     from portal.emulators.mollie import MollieEmulator
+    from portal.web.server import SETTINGS as SERVER_SETTINGS
     from portal.emulators.stripe import StripeEmulator
 
     port = port or int(os.environ.get("PORT") or 8000)
@@ -170,7 +171,7 @@ def demo_serve(host: str, port: int | None) -> None:
         stripe_api_key="sk_test_quittance_demo", stripe_api_url=stripe.base_url, stripe_webhook_secrets=(secret,))
     click.echo(f"test-mode payment emulators: Mollie on {mollie.base_url}, Stripe on {stripe.base_url}", err=True)
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+        uvicorn.run(create_app(settings), host=host, port=port, **SERVER_SETTINGS)
     finally:
         mollie.stop()
         stripe.stop()
