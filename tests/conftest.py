@@ -37,9 +37,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         chosen = metafunc.config.getoption("--db")
         backends = BACKENDS if chosen == "both" else (chosen,)
-        marker = metafunc.definition.get_closest_marker("postgresql_only")
-        if marker:
-            backends = tuple(b for b in backends if b == "postgresql")
+        for only in ("postgresql", "sqlite"):
+            if metafunc.definition.get_closest_marker(f"{only}_only"):
+                backends = tuple(b for b in backends if b == only)
         metafunc.parametrize("backend", backends, scope="session")
 
 

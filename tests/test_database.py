@@ -1,0 +1,82 @@
+"""Where `Database` runs its transactions (see portal/db/__init__.py): on SQLite, writes take turns in the order
+they were asked for and a long write does not hold up reads; on PostgreSQL, at most POSTGRESQL_THREADS
+transactions run at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from portal.db import POSTGRESQL_THREADS, Database
+from portal.db.organizations import organizations
+from portal.domain.organizations import create_organization
+from tests.conftest import START
+
+
+def slugs_in_id_order(conn: sa.Connection) -> list[str]:
+    return list(conn.scalars(sa.select(organizations.c.slug).order_by(organizations.c.id)))
+
+
+def test_writes_take_turns(database: Database) -> None:
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def create(conn: sa.Connection, slug: str) -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            time.sleep(0.005)  # long enough for the others to pile up
+            create_organization(conn, slug, slug, START)
+        finally:
+            with lock:
+                running -= 1
+
+    slugs = [f"org-{i:02d}" for i in range(24)]
+
+    async def all_at_once() -> None:
+        await asyncio.gather(*(database.write(create, slug) for slug in slugs))
+
+    asyncio.run(all_at_once())
+    stored = database.run(slugs_in_id_order, write=False)
+    assert sorted(stored) == slugs
+    if database.is_postgresql:
+        assert 1 < most <= POSTGRESQL_THREADS
+    else:
+        assert most == 1
+        assert stored == slugs  # first come, first served
+
+
+@pytest.mark.sqlite_only
+def test_on_sqlite_a_bulk_write_holds_up_writes_but_not_reads(database: Database) -> None:
+    started = threading.Event()
+
+    def bulk(conn: sa.Connection) -> None:
+        create_organization(conn, "bulk", "Bulk", START)
+        started.set()
+        time.sleep(0.5)
+
+    def count(conn: sa.Connection) -> Any:
+        return conn.scalar(sa.select(sa.func.count()).select_from(organizations))
+
+    async def scenario() -> tuple[float, int, float]:
+        began = time.monotonic()
+        bulk_write = asyncio.create_task(database.write_bulk(bulk))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        short_write = asyncio.create_task(database.write(create_organization, "short", "Short", START))
+        seen = await database.read(count)
+        read_at = time.monotonic() - began
+        await asyncio.gather(bulk_write, short_write)
+        return read_at, seen, time.monotonic() - began
+
+    read_at, seen, done_at = asyncio.run(scenario())
+    assert read_at < 0.4 and seen == 0  # read at once, without the bulk write's uncommitted row
+    assert done_at >= 0.5
+    assert database.run(slugs_in_id_order, write=False) == ["bulk", "short"]  # the short write waited its turn
