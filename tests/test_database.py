@@ -5,6 +5,7 @@ transactions run at a time."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -80,3 +81,65 @@ def test_on_sqlite_a_bulk_write_holds_up_writes_but_not_reads(database: Database
     assert read_at < 0.4 and seen == 0  # read at once, without the bulk write's uncommitted row
     assert done_at >= 0.5
     assert database.run(slugs_in_id_order, write=False) == ["bulk", "short"]  # the short write waited its turn
+
+
+@pytest.mark.sqlite_only
+def test_on_sqlite_a_write_waiting_for_another_process_leaves_the_loop_free(database: Database) -> None:
+    """`portal worker` or a CLI command writing: the server's write waits in a thread, not on the loop."""
+    holder = sqlite3.connect(database.engine.url.database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write transaction, as far as SQLite can tell
+
+    async def scenario() -> tuple[int, int]:
+        write = asyncio.create_task(database.write(create_organization, "after", "After", START))
+        ticks = 0
+        for _ in range(20):  # 0.4 s during which the loop must keep running
+            await asyncio.sleep(0.02)
+            ticks += 1
+        assert not write.done()  # still waiting for the other writer
+        asyncio.get_running_loop().call_later(0.05, holder.execute, "COMMIT")
+        await write
+        return ticks, len(database.run(slugs_in_id_order, write=False))
+
+    try:
+        began = time.monotonic()
+        ticks, stored = asyncio.run(scenario())
+    finally:
+        holder.close()
+    assert ticks == 20 and time.monotonic() - began < 5
+    assert stored == 1
+
+
+@pytest.mark.postgresql_only
+def test_on_postgresql_reads_go_on_while_writes_wait_for_a_row_lock(database: Database) -> None:
+    database.run(create_organization, "locked", "Locked", START)
+    row_locked, release = threading.Event(), threading.Event()
+
+    def hold_the_row() -> None:  # a batch push holding invoice rows, say
+        with database.transaction() as conn:
+            conn.execute(sa.select(organizations.c.id).where(organizations.c.slug == "locked").with_for_update())
+            row_locked.set()
+            release.wait(10)
+
+    def wait_for_the_row(conn: sa.Connection) -> None:
+        conn.execute(sa.select(organizations.c.id).where(organizations.c.slug == "locked").with_for_update())
+
+    holder = threading.Thread(target=hold_the_row)
+    holder.start()
+    row_locked.wait(10)
+
+    async def scenario() -> tuple[float, int]:
+        writes = [asyncio.create_task(database.write(wait_for_the_row)) for _ in range(POSTGRESQL_THREADS + 2)]
+        await asyncio.sleep(0.2)  # every write turn is taken, blocked on the lock
+        began = time.monotonic()
+        count = await database.read(lambda conn: conn.scalar(sa.select(sa.func.count()).select_from(organizations)))
+        read_took = time.monotonic() - began
+        release.set()
+        await asyncio.gather(*writes)
+        return read_took, count
+
+    try:
+        read_took, count = asyncio.run(scenario())
+    finally:
+        release.set()
+        holder.join(10)
+    assert count == 1 and read_took < 1.0

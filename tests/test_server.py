@@ -112,3 +112,24 @@ def test_a_port_in_use_is_refused_with_a_clear_message(server: tuple[subprocess.
     assert second.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}".encode() in second.stderr
     assert _answers(base_url)  # the running server is untouched
+
+
+def test_sigterm_while_the_processes_start_stops_them_all(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'portal.db'}"
+    upgrade(url)
+    env = {**os.environ, "PORTAL_DATABASE_URL": url, "PORTAL_SECRET_KEYS": "k"}
+    process = subprocess.Popen([sys.executable, "-m", "portal.cli", "serve", "--port", str(free_port()),
+                                "--workers", "4"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not children(process.pid):  # the first has started, the others are being started
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.005)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=40) == 0
+        assert time.monotonic() - started < 20  # told, not left to the 30 s before the kill
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -62,14 +62,14 @@ class InvoiceInput:
     version: int | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, fields: dict[str, Any]) -> InvoiceInput:
-        """InvoiceInput(**fields) with every field given, the dict becoming the instance's own: without the
+    def of(cls, values: dict[str, Any]) -> InvoiceInput:
+        """InvoiceInput(**values) with every field given, the dict becoming the instance's own: without the
         frozen __init__, which sets each of the 21 fields through object.__setattr__ (4 us against 1, a
         twentieth of a batch push's CPU per invoice). The caller gives the dict up."""
-        if fields.keys() != _INPUT_FIELDS:
+        if values.keys() != _INPUT_FIELDS:
             raise TypeError(f"InvoiceInput.of needs exactly the fields {sorted(_INPUT_FIELDS)}")
         item = object.__new__(cls)
-        object.__setattr__(item, "__dict__", fields)
+        object.__setattr__(item, "__dict__", values)
         return item
 
     def content_hash(self) -> str:

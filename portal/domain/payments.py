@@ -72,8 +72,11 @@ _CHECKOUT_BY_PAYMENT = sa.select(checkouts).where(
         payments.c.provider_payment_id == sa.bindparam("payment_id"))))
 _LOCKED_CHECKOUT_BY_PUBLIC_ID = _CHECKOUT_BY_PUBLIC_ID.with_for_update()
 _LOCKED_CHECKOUT_BY_PAYMENT = _CHECKOUT_BY_PAYMENT.with_for_update()
-_PAYMENT_BY_PROVIDER_ID = sa.select(payments).where(
-    payments.c.provider == sa.bindparam("provider"), payments.c.provider_payment_id == sa.bindparam("payment_id"))
+# A provider's payment id is unique across all organizations; a report may only ever touch the payment of the
+# checkout it is about (another checkout's, of this organization or of another, never).
+_PAYMENT_OF_CHECKOUT = sa.select(payments).where(
+    payments.c.checkout_id == sa.bindparam("checkout_id"), payments.c.provider == sa.bindparam("provider"),
+    payments.c.provider_payment_id == sa.bindparam("payment_id"))
 _PAYMENT_BY_ID = sa.select(payments).where(payments.c.id == sa.bindparam("payment_id"))
 # The parameters given at execution say which columns are set.
 _UPDATE_CHECKOUT = checkouts.update().where(checkouts.c.id == sa.bindparam("checkout_id"))
@@ -113,8 +116,10 @@ def apply(conn: sa.Connection, organization_id: int, observation: PaymentObserva
         payment = _record(conn, checkout, observation, now)
     recorded = payment is not None
     if payment is None:  # recorded before, or not to be recorded
-        payment = conn.execute(_PAYMENT_BY_PROVIDER_ID, {"provider": observation.provider,
-                                                         "payment_id": observation.payment_id}).first()
+        payment = conn.execute(_PAYMENT_OF_CHECKOUT, {"checkout_id": checkout.id, "provider": observation.provider,
+                                                      "payment_id": observation.payment_id}).first()
+        if payment is None and observation.status == "paid" and mismatch is None:
+            mismatch = ("unknown_checkout", "the payment is already recorded for another checkout")
     if payment is None and mismatch is not None:
         _review(conn, organization_id, observation, mismatch[0], mismatch[1], now)
         return Outcome(status, review_reason=mismatch[0])

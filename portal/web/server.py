@@ -85,6 +85,8 @@ def _supervise(host: str, port: int, workers: int, app: str, options: dict[str, 
     signal.signal(signal.SIGTERM, stop)
     for process in processes:
         process.start()
+    if stopping:  # a signal came while they were starting: tell the ones started after it too
+        stop(signal.SIGTERM, None)
     print(f"portal serve: {workers} processes on http://{host}:{port} (pids "
           f"{', '.join(str(p.pid) for p in processes)})", file=sys.stderr, flush=True)
     while not stopping and all(process.is_alive() for process in processes):

@@ -121,6 +121,26 @@ def test_another_organizations_checkout_is_never_paid(database: Any, scope: Any,
     assert state(database)["reviews"] == ["unknown_checkout"]
 
 
+def test_a_report_never_touches_another_checkouts_payment(database: Any, scope: Any, clock: Any,
+                                                          other_tenant: Tenant) -> None:
+    """An organization can sign reports for its own checkouts; one that names the provider payment id of
+    another organization's payment must neither pay its own invoice nor move that payment."""
+    checkout = start(database, scope, clock, "A")
+    database.run(apply, scope.organization_id, paid(checkout, "tr_theirs"), clock.now())
+    other_tenant.put_customer()
+    other_tenant.put_invoice("X", number="F-X", total="100.00", lines=[])
+    other_scope = database.run(lambda conn: links.resolve(
+        conn, links.create_link(conn, other_tenant.org.id, "C1", clock.now(), days=30).id, clock.now()))
+    theirs = start(database, other_scope, clock, "X")
+    before = state(database)
+    database.run(apply, other_tenant.org.id, paid(theirs, "tr_theirs", refunded_minor=10000), clock.now())
+    after = state(database)
+    assert after["invoices"]["A"] == ("paid", 10000)  # the first organization's payment is untouched
+    assert after["invoices"]["X"] == ("open", 0)
+    assert after["payments"] == before["payments"] == 1
+    assert after["reviews"] == ["unknown_checkout"]
+
+
 def test_refunds_and_chargebacks_reopen_last_invoice_first(database: Any, scope: Any, clock: Any) -> None:
     checkout = start(database, scope, clock, "A", "B")
     database.run(apply, scope.organization_id, paid(checkout), clock.now())

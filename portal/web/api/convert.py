@@ -105,6 +105,7 @@ def invoice_input(external_id: str, body: InvoiceBody) -> InvoiceInput:
         "delivery_date": body.delivery_date, "store": body.store, "may_have_documents": body.may_have_documents,
         "version": body.version})
 
+
 def iso(value: dt.datetime | dt.date | None) -> str | None:
     if value is None:
         return None

@@ -80,6 +80,10 @@ class DebtorRequest:
         self.services = services_of(request)
         self.language = chosen_language(request, scope)
 
+    @property
+    def formatter(self) -> Formatter:
+        return Formatter.for_language(self.language, self.scope.customer_locale)
+
     def render(self, template: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
         csrf = sessions.csrf_token(self.services.tokens, self.session)
         return render(self.request, template, self.language, {"csrf": csrf, **context}, status=status,
@@ -165,7 +169,7 @@ async def history(request: Request) -> Response:
     today = services_of(request).now().date()
     debtor_req, result = await debtor_request(
         request, lambda conn, scope: debtor.history(conn, scope, today, status=status, year=year, page=page))
-    fmt = Formatter.for_language(debtor_req.language, debtor_req.scope.customer_locale)
+    fmt = debtor_req.formatter
     return debtor_req.render("portal/history.html", {
         "summary": summary_view(result.summary),
         "rows": [history_row_view(row, today, fmt) for row in result.items],
