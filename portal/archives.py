@@ -194,9 +194,7 @@ class SafeArchive:
         head = b""
         try:
             entry = self._zip.open(info)
-        except NotImplementedError as exc:
-            raise EntryUnreadable(str(exc)) from exc
-        except RuntimeError as exc:  # zipfile's "password required"
+        except (NotImplementedError, RuntimeError) as exc:  # zipfile: compression it lacks, password required
             raise EntryUnreadable(str(exc)) from exc
         except _DAMAGE as exc:
             raise self._damaged(member, exc) from exc

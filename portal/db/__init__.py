@@ -127,6 +127,18 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
     return engine
 
 
+V = TypeVar("V")
+
+
+def _of_this_loop(table: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, V], make: Callable[[], V]) -> V:
+    """The running event loop's own `make()`, made on first use (locks and limiters belong to one loop)."""
+    loop = asyncio.get_running_loop()
+    value = table.get(loop)
+    if value is None:
+        value = table[loop] = make()
+    return value
+
+
 class Database:
     """One engine and the two ways to run a unit of work on it."""
 
@@ -198,19 +210,12 @@ class Database:
             return await run_in_threadpool(work)
 
     async def _in_thread(self, work: Callable[[], T], *, write: bool) -> T:
-        loop = asyncio.get_running_loop()
-        limiters = self._thread_limiters.get(loop)
-        if limiters is None:
-            limiters = self._thread_limiters[loop] = (anyio.CapacityLimiter(POSTGRESQL_THREADS),
-                                                      anyio.CapacityLimiter(POSTGRESQL_THREADS))
+        limiters = _of_this_loop(self._thread_limiters, lambda: (
+            anyio.CapacityLimiter(POSTGRESQL_THREADS), anyio.CapacityLimiter(POSTGRESQL_THREADS)))
         return await anyio.to_thread.run_sync(work, limiter=limiters[write])
 
     def _write_queue(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        queue = self._write_queues.get(loop)
-        if queue is None:
-            queue = self._write_queues[loop] = asyncio.Lock()
-        return queue
+        return _of_this_loop(self._write_queues, asyncio.Lock)
 
     def dispose(self) -> None:
         self.engine.dispose()
