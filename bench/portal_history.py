@@ -290,7 +290,9 @@ def open_session(server: Server, link_path: str) -> str:
 
 def capture_statements(url: str, cookie: str) -> list[tuple[str, Any]]:
     """The SQL (and parameters) the app executes for one GET /portal with this session, in order: the app
-    built in this process from the same settings, its engine listened to, one request through TestClient."""
+    built in this process from the same settings, its engines listened to (every engine: on PostgreSQL the page
+    reads through the asyncpg engine of the request's event loop), the second of two requests through
+    TestClient (the first connects, and the dialect's own first statements are not the page's)."""
     import sqlalchemy as sa
     from starlette.testclient import TestClient
 
@@ -303,15 +305,16 @@ def capture_statements(url: str, cookie: str) -> list[tuple[str, Any]]:
     def listen(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
         statements.append((statement, parameters))
 
-    engine = app.state.services.db.engine
-    sa.event.listen(engine, "before_cursor_execute", listen)
+    sa.event.listen(sa.Engine, "before_cursor_execute", listen)
     try:
         with TestClient(app, base_url="http://127.0.0.1") as client:
-            response = client.get("/portal", headers={"cookie": cookie})
-            if response.status_code != 200:
-                raise RuntimeError(f"in-process GET /portal answered {response.status_code}")
+            for _ in range(2):
+                statements.clear()
+                response = client.get("/portal", headers={"cookie": cookie})
+                if response.status_code != 200:
+                    raise RuntimeError(f"in-process GET /portal answered {response.status_code}")
     finally:
-        sa.event.remove(engine, "before_cursor_execute", listen)
+        sa.event.remove(sa.Engine, "before_cursor_execute", listen)
         app.state.services.db.dispose()
     return statements
 
@@ -329,12 +332,19 @@ def query_plans(url: str, statements: list[tuple[str, Any]]) -> list[str]:
         finally:
             conn.close()
         return plans
-    import psycopg
+    import asyncpg
 
-    with psycopg.connect(driver_url(url)) as conn:
-        for sql, params in selects:
-            lines = [row[0].strip() for row in conn.execute("EXPLAIN " + sql, params)]
-            plans.append("; ".join(line for line in lines if "Scan" in line or "Sort" in line or "Aggregate" in line))
+    async def explain() -> None:
+        conn = await asyncpg.connect(driver_url(url))
+        try:
+            for sql, params in selects:
+                lines = [row[0].strip() for row in await conn.fetch("EXPLAIN " + sql, *params)]
+                plans.append("; ".join(line for line in lines
+                                       if "Scan" in line or "Sort" in line or "Aggregate" in line))
+        finally:
+            await conn.close()
+
+    asyncio.run(explain())
     return plans
 
 
@@ -434,29 +444,26 @@ def _ceiling_app(config: CeilingConfig) -> Any:
 
         startup = None
     else:
-        import psycopg
+        # As the app reads on PostgreSQL: asyncpg on the event loop, autocommit, a pool as large as the app's.
+        import asyncpg
 
-        idle: asyncio.Queue[Any] = asyncio.Queue()
-
-        async def open_connections() -> None:
-            for _ in range(config.connections):
-                idle.put_nowait(await psycopg.AsyncConnection.connect(config.dsn))
+        pools: list[Any] = []
+        columns: dict[str, list[str]] = {}  # each statement's, read once: a page may have no rows to read them from
 
         async def page(_request: Request) -> HTMLResponse:
-            conn = await idle.get()
-            try:
-                results = []
-                async with conn.cursor() as cursor:
-                    for sql, params in config.statements:
-                        await cursor.execute(sql, params)
-                        if cursor.description:
-                            results.append(([d.name for d in cursor.description], await cursor.fetchall()))
-                await conn.commit()
-            finally:
-                idle.put_nowait(conn)
+            results = []
+            async with pools[0].acquire() as conn:
+                for sql, params in config.statements:
+                    rows = await conn.fetch(sql, *params)  # prepared once per connection, as the app's are
+                    results.append((columns[sql], [tuple(row) for row in rows]))
             return HTMLResponse(build(results))
 
-        startup = open_connections
+        async def startup() -> None:
+            pools.append(await asyncpg.create_pool(config.dsn, min_size=config.connections,
+                                                   max_size=config.connections))
+            async with pools[0].acquire() as conn:
+                for sql, _params in config.statements:
+                    columns[sql] = [a.name for a in (await conn.prepare(sql)).get_attributes()]
 
     async def ready(_request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")

@@ -4,7 +4,8 @@
     .venv/bin/python bench/stripe_webhooks.py --quick      # 100 + 600, 600 paced
     .venv/bin/python bench/stripe_webhooks.py --backend sqlite --events 10000 --py-spy /tmp/profiles
 
-For each backend: a fresh database, `portal serve` (one uvicorn worker) with PORTAL_STRIPE_WEBHOOK_SECRETS set,
+For each backend: a fresh database, `portal serve` (--workers, default one process on SQLite and one per core
+on PostgreSQL) with PORTAL_STRIPE_WEBHOOK_SECRETS set,
 one customer and one open invoice per event pushed through POST /api/v1/invoices/batch, and for each invoice a
 checkout made by the domain itself (a debtor link, `links.resolve` for its scope, `checkouts.start` with
 provider "stripe", `checkouts.opened_at_provider`: state "open", as the pay page leaves it). Then one
@@ -18,12 +19,13 @@ at --paced per second (open loop: latency counted from each event's scheduled ti
 must hold exactly one payment per event and every invoice paid; then every 10th event is sent again, and
 nothing in the database may change.
 
-The ceiling is a bare Starlette route served by the same uvicorn settings (one worker, uvloop, httptools, no
-access log) that verifies the same signature with the same stripe call, reads the event id from the body and
-INSERTs it into a plain table with a unique index through the bare driver (sqlite3 with the app's pragmas and
-BEGIN IMMEDIATE, writers queued on a lock / psycopg), one transaction per event in a worker thread: what any
-webhook must do, and nothing of what Quittance does with it. It gets the same warm-up and measured events,
-closed loop. See README.md.
+The ceiling is a bare Starlette route served exactly as `portal serve` serves the app (portal.web.server: the
+same uvicorn settings and number of processes) that verifies the same signature with the same stripe call, reads
+the event id from the body and INSERTs it into a plain table with a unique index through the bare driver, one
+transaction per event: on SQLite, sqlite3 with the app's pragmas and BEGIN IMMEDIATE in a worker thread, writers
+queued on a lock; on PostgreSQL, asyncpg on the event loop with a pool as large as the app's. What any webhook
+must do, and nothing of what Quittance does with it. It gets the same warm-up and measured events, closed loop.
+See README.md.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -306,16 +308,30 @@ def ceiling_app(database_url: str) -> Any:
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
-    else:
-        import psycopg
 
-        def insert(event_id: str, now: dt.datetime) -> None:
-            conn = getattr(local, "conn", None)
-            if conn is None:
-                conn = local.conn = psycopg.connect(driver_url(database_url))
-            with conn.transaction():
-                conn.execute(f"INSERT INTO {CEILING_TABLE} (event_id, received_at) VALUES (%s, %s)",
-                             (event_id, now))
+        async def store(event_id: str, now: dt.datetime) -> None:
+            await run_in_threadpool(insert, event_id, now)
+
+        lifespan = None
+    else:
+        # As the app does on PostgreSQL: asyncpg on the event loop, a pool of POSTGRESQL_POOL_SIZE connections.
+        import asyncpg
+
+        from portal.db import POSTGRESQL_POOL_SIZE
+
+        pools: list[Any] = []
+
+        async def store(event_id: str, now: dt.datetime) -> None:
+            async with pools[0].acquire() as conn, conn.transaction():
+                await conn.execute(f"INSERT INTO {CEILING_TABLE} (event_id, received_at) VALUES ($1, $2)",
+                                   event_id, now)
+
+        @asynccontextmanager
+        async def lifespan(_app: Any) -> AsyncIterator[None]:
+            pools.append(await asyncpg.create_pool(driver_url(database_url), min_size=POSTGRESQL_POOL_SIZE,
+                                                   max_size=POSTGRESQL_POOL_SIZE))
+            yield
+            await pools[0].close()
 
     async def hook(request: Request) -> Response:
         body = await request.body()
@@ -323,14 +339,14 @@ def ceiling_app(database_url: str) -> Any:
             stripe.WebhookSignature.verify_header(body, request.headers.get("stripe-signature"), SECRET, 300)
         except stripe.SignatureVerificationError:
             return Response(status_code=400)
-        await run_in_threadpool(insert, str(orjson.loads(body)["id"]), dt.datetime.now(dt.UTC))
+        await store(str(orjson.loads(body)["id"]), dt.datetime.now(dt.UTC))
         return Response(status_code=200)
 
     async def ready(_request: Request) -> Response:
         return Response(b"{}", media_type="application/json")
 
     return Starlette(routes=[Route("/webhooks/stripe/{org}", hook, methods=["POST"]),
-                             Route("/api/v1/openapi.json", ready)])
+                             Route("/api/v1/openapi.json", ready)], lifespan=lifespan)
 
 
 CEILING_DATABASE_ENV = "QUITTANCE_BENCH_CEILING_DATABASE_URL"

@@ -58,7 +58,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, database: Data
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        yield
+        async with services.db.serving():
+            yield
         if database is None:
             services.db.dispose()
 

@@ -1,6 +1,7 @@
 """Where `Database` runs its transactions (see portal/db/__init__.py): on SQLite, writes take turns in the order
-they were asked for and a long write does not hold up reads; on PostgreSQL, at most POSTGRESQL_THREADS
-transactions run at a time."""
+they were asked for and a long write does not hold up reads; on PostgreSQL, while a server runs, at most
+POSTGRESQL_POOL_SIZE writes run at a time, reads have connections of their own, and no connection outlives the
+event loop that opened it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from portal.db import POSTGRESQL_THREADS, Database
+from portal.db import ASYNC_APPLICATION_NAME, POSTGRESQL_POOL_SIZE, Database
 from portal.db.organizations import organizations
 from portal.domain.organizations import create_organization
 from tests.conftest import START
@@ -42,13 +43,14 @@ def test_writes_take_turns(database: Database) -> None:
     slugs = [f"org-{i:02d}" for i in range(24)]
 
     async def all_at_once() -> None:
-        await asyncio.gather(*(database.write(create, slug) for slug in slugs))
+        async with database.serving():
+            await asyncio.gather(*(database.write(create, slug) for slug in slugs))
 
     asyncio.run(all_at_once())
     stored = database.run(slugs_in_id_order, write=False)
     assert sorted(stored) == slugs
     if database.is_postgresql:
-        assert 1 < most <= POSTGRESQL_THREADS
+        assert 1 < most <= POSTGRESQL_POOL_SIZE
     else:
         assert most == 1
         assert stored == slugs  # first come, first served
@@ -128,14 +130,16 @@ def test_on_postgresql_reads_go_on_while_writes_wait_for_a_row_lock(database: Da
     row_locked.wait(10)
 
     async def scenario() -> tuple[float, int]:
-        writes = [asyncio.create_task(database.write(wait_for_the_row)) for _ in range(POSTGRESQL_THREADS + 2)]
-        await asyncio.sleep(0.2)  # every write turn is taken, blocked on the lock
-        began = time.monotonic()
-        count = await database.read(lambda conn: conn.scalar(sa.select(sa.func.count()).select_from(organizations)))
-        read_took = time.monotonic() - began
-        release.set()
-        await asyncio.gather(*writes)
-        return read_took, count
+        async with database.serving():
+            writes = [asyncio.create_task(database.write(wait_for_the_row)) for _ in range(POSTGRESQL_POOL_SIZE + 2)]
+            await asyncio.sleep(0.2)  # every write connection is taken, blocked on the lock
+            began = time.monotonic()
+            count = await database.read(
+                lambda conn: conn.scalar(sa.select(sa.func.count()).select_from(organizations)))
+            read_took = time.monotonic() - began
+            release.set()
+            await asyncio.gather(*writes)
+            return read_took, count
 
     try:
         read_took, count = asyncio.run(scenario())
@@ -143,3 +147,35 @@ def test_on_postgresql_reads_go_on_while_writes_wait_for_a_row_lock(database: Da
         release.set()
         holder.join(10)
     assert count == 1 and read_took < 1.0
+
+
+def _connections(database: Database) -> int:
+    """The asyncpg connections open on this database."""
+    return int(database.run(lambda conn: conn.scalar(sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = :name"),
+        {"name": ASYNC_APPLICATION_NAME}), write=False))
+
+
+@pytest.mark.postgresql_only
+def test_on_postgresql_no_connection_outlives_its_event_loop(database: Database) -> None:
+    def count(conn: sa.Connection) -> Any:
+        return conn.scalar(sa.select(sa.func.count()).select_from(organizations))
+
+    before = _connections(database)
+
+    async def unpooled() -> None:  # a test client without its context manager: a new loop per request
+        await database.write(create_organization, "unpooled", "Unpooled", START)
+        assert await database.read(count) == 1
+
+    async def served() -> int:
+        async with database.serving():
+            await asyncio.gather(*(database.read(count) for _ in range(3 * POSTGRESQL_POOL_SIZE)))
+            await database.write(create_organization, "served", "Served", START)
+            return _connections(database)
+
+    asyncio.run(unpooled())
+    assert _connections(database) == before
+    during = asyncio.run(served())
+    assert before < during <= before + 2 * POSTGRESQL_POOL_SIZE  # one pool for reads, one for writes
+    assert _connections(database) == before
+    assert database.run(slugs_in_id_order, write=False) == ["unpooled", "served"]
