@@ -15,11 +15,13 @@ from babel.messages.catalog import Catalog, Message
 from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
+from jinja2 import DictLoader, select_autoescape
 from starlette.testclient import TestClient
 
 from portal.domain import organizations as orgs
 from portal.web.api.links import link_text
-from portal.web.portal.i18n import LANGUAGES, TRANSLATIONS_DIR, catalog_path
+from portal.web.portal.i18n import (LANGUAGES, TRANSLATIONS_DIR, PortalEnvironment, catalog_path, environment,
+                                   translations)
 from tests.conftest import Tenant
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,3 +237,30 @@ def test_the_link_tag_is_rendered_in_the_requested_language(tenant: Tenant) -> N
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["rendered"] == f"Hello Betaal uw factuur online: {body['url']}"
+
+
+
+@pytest.mark.parametrize("language", TRANSLATED)
+@pytest.mark.parametrize("name", ["page.html", "mail.txt"])
+def test_texts_translated_when_compiled_read_as_when_translated_at_render_time(language: str, name: str) -> None:
+    """`_FixedTexts` moves `_()` from render time to compile time; nothing a reader sees may change: the same
+    words, variables escaped in HTML (not in text), a "%" without variables left to gettext."""
+    source = ('{{ _("Due date") }}|{{ _("Select invoice %(number)s", number=number) }}|'
+              '{% set label = _("Paid") %}{{ label ~ number }}|{{ _("Pages") | upper }}|{{ _("100%% sure") }}')
+
+    def portal_environment(translate: Any) -> PortalEnvironment:
+        env = PortalEnvironment(loader=DictLoader({name: source}), autoescape=select_autoescape(["html"]),
+                                extensions=["jinja2.ext.i18n"])
+        env.globals.update(_=environment(language).globals["_"], gettext=environment(language).globals["gettext"])
+        env.translate = translate
+        return env
+
+    at_compile_time = portal_environment(translations(language).gettext)
+    at_render_time = portal_environment(None)
+    values = {"number": "<F&1>"}
+    page = at_compile_time.get_template(name).render(values)
+    assert page == at_render_time.get_template(name).render(values)
+    assert translations(language).gettext("Due date") in page
+    assert ("&lt;F&amp;1&gt;" in page) == name.endswith(".html")
+    code = at_compile_time.compile(source, name, name, raw=True)
+    assert "'Due date'" not in code and "'Select invoice %(number)s'" not in code  # no gettext call left
