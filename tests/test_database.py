@@ -179,3 +179,27 @@ def test_on_postgresql_no_connection_outlives_its_event_loop(database: Database)
     assert before < during <= before + 2 * POSTGRESQL_POOL_SIZE  # one pool for reads, one for writes
     assert _connections(database) == before
     assert database.run(slugs_in_id_order, write=False) == ["unpooled", "served"]
+
+
+@pytest.mark.postgresql_only
+def test_on_postgresql_pages_are_served_after_the_database_dropped_the_connections(database: Database) -> None:
+    """A restart or failover closes the pools' connections: reads, which use theirs unchecked, run once more on
+    a new one; writes check theirs before they begin."""
+    def count(conn: sa.Connection) -> Any:
+        return conn.scalar(sa.select(sa.func.count()).select_from(organizations))
+
+    def drop_our_connections(conn: sa.Connection) -> int:
+        return len(conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                         "WHERE application_name = :name"), {"name": ASYNC_APPLICATION_NAME}).all())
+
+    async def scenario() -> tuple[int, int]:
+        async with database.serving():
+            await database.write(create_organization, "before", "Before", START)
+            assert await database.read(count) == 1
+            dropped = database.run(drop_our_connections)
+            await asyncio.sleep(0.1)  # the terminations reach the connections
+            await database.write(create_organization, "after", "After", START)
+            return dropped, await database.read(count)
+
+    dropped, seen = asyncio.run(scenario())
+    assert dropped == 2 and seen == 2

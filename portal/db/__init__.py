@@ -163,15 +163,17 @@ class _LoopEngines:
 
     @classmethod
     def create(cls, engine: sa.Engine, *, pooled: bool) -> _LoopEngines:
-        options: dict[str, Any] = (
-            {"pool_size": POSTGRESQL_POOL_SIZE, "max_overflow": 0, "pool_pre_ping": True} if pooled
-            else {"poolclass": NullPool})
+        options: dict[str, Any] = {"pool_size": POSTGRESQL_POOL_SIZE, "max_overflow": 0} if pooled else {
+            "poolclass": NullPool}
         url = _asyncpg_url(engine.url)
         # Named in pg_stat_activity, apart from the commands' and the worker's psycopg connections.
         options["connect_args"] = {"server_settings": {"application_name": ASYNC_APPLICATION_NAME}}
+        # A write checks its connection first (a round trip), because a write that failed at COMMIT cannot
+        # tell whether it happened and is not run again. A read is: see `Database._read_on_loop`.
         return cls(create_async_engine(url, echo=engine.echo, json_serializer=_json_text,
                                        isolation_level="AUTOCOMMIT", **options),
-                   create_async_engine(url, echo=engine.echo, json_serializer=_json_text, **options))
+                   create_async_engine(url, echo=engine.echo, json_serializer=_json_text, pool_pre_ping=pooled,
+                                       **options))
 
     async def dispose(self) -> None:
         await self.reads.dispose()
@@ -251,13 +253,13 @@ class Database:
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(connection, *args)`, which only reads."""
         if self.is_postgresql:
-            return await self._on_loop(fn, args, kwargs, write=False)
+            return await self._read_on_loop(fn, args, kwargs)
         return self.run(fn, *args, write=False, **kwargs)
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(connection, *args)` in one write transaction that takes a few milliseconds at most."""
         if self.is_postgresql:
-            return await self._on_loop(fn, args, kwargs, write=True)
+            return await self._write_on_loop(fn, args, kwargs)
         async with self._write_queue():
             try:
                 return self._run(fn, args, kwargs, write=True, wait=False)
@@ -273,14 +275,27 @@ class Database:
         async with self._write_queue():
             return await run_in_threadpool(work)
 
-    async def _on_loop(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], *,
-                       write: bool) -> T:
-        """PostgreSQL: `fn` in a greenlet on the event loop, its statements awaited through asyncpg. Outside
-        `serving` (no pool for this loop) every transaction has a connection of its own, closed at its end."""
-        engines = _of_this_loop(self._loop_engines, lambda: _LoopEngines.create(self.engine, pooled=False))
-        if not write:
-            async with engines.read_turns, engines.reads.connect() as connection:
-                return await connection.run_sync(fn, *args, **kwargs)
+    def _engines(self) -> _LoopEngines:
+        """This event loop's asyncpg engines. Outside `serving` (no pool for this loop) every transaction has a
+        connection of its own, closed at its end."""
+        return _of_this_loop(self._loop_engines, lambda: _LoopEngines.create(self.engine, pooled=False))
+
+    async def _read_on_loop(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        """PostgreSQL: `fn` in a greenlet on the event loop, its statements awaited through asyncpg."""
+        engines = self._engines()
+        for attempt in range(2):
+            try:
+                async with engines.read_turns, engines.reads.connect() as connection:
+                    return await connection.run_sync(fn, *args, **kwargs)
+            except sa.exc.DBAPIError as exc:
+                # Reads use their connection unchecked (a check is a round trip, 5% of a history page's
+                # throughput): one that finds it dead (the database restarted) is run again on a new one.
+                if not exc.connection_invalidated or attempt == 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _write_on_loop(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        engines = self._engines()
         for attempt in range(2):  # as in `run`: the loser of a race on a unique constraint runs once more
             try:
                 async with engines.write_turns, engines.writes.begin() as connection:
