@@ -1,5 +1,5 @@
-"""`portal serve --workers 2` as a deployer runs it: two processes answering on one port, the connections shared
-evenly between them, a clean stop on SIGTERM, and no half-capacity server left running when one process dies."""
+"""`portal serve --workers 2` as a deployer runs it: two processes answering on one port, the connections spread
+between them, a clean stop on SIGTERM, and no half-capacity server left running when one process dies."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from portal.db.migrate import upgrade
@@ -26,16 +25,6 @@ def children(pid: int) -> list[int]:
     listed = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
               for child in (task / "children").read_text().split()]
     return [child for child in listed if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
-
-
-def established(pid: int, port: int) -> int:
-    """The process's open connections to the server's port."""
-    return sum(1 for c in psutil.Process(pid).net_connections(kind="tcp")
-               if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
-
-
-def port_of(base_url: str) -> int:
-    return int(base_url.rsplit(":", 1)[1])
 
 
 def cpu_ticks(pid: int) -> int:
@@ -79,20 +68,12 @@ def test_two_processes_share_the_connections_and_stop_on_sigterm(server: tuple[s
     workers = children(process.pid)
     assert len(workers) == 2
     before = {pid: cpu_ticks(pid) for pid in workers}
-    # Sixteen connections kept alive at once, as a proxy's pool would: each process holds half of them, and so
-    # does half the work (a page each time: enough CPU to show in /proc).
-    clients = [httpx.Client(base_url=base_url, timeout=10) for _ in range(16)]
-    try:
-        for client in clients:
-            assert client.get("/l/not-a-token").status_code == 404
-        held = {pid: established(pid, port_of(base_url)) for pid in workers}
-        assert sorted(held.values()) == [8, 8], held
-        for _ in range(20):
-            for client in clients:
+    # Each connection is kept alive for several requests, as a proxy's pool would; the kernel spreads the
+    # connections, so both processes must have done work (a page each time: enough CPU to show in /proc).
+    for _ in range(16):
+        with httpx.Client(base_url=base_url, timeout=10) as client:
+            for _ in range(20):
                 assert client.get("/l/not-a-token").status_code == 404
-    finally:
-        for client in clients:
-            client.close()
     assert all(cpu_ticks(pid) > before[pid] for pid in workers), "one process took every connection"
 
     process.send_signal(signal.SIGTERM)
