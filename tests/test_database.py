@@ -183,8 +183,8 @@ def test_on_postgresql_no_connection_outlives_its_event_loop(database: Database)
 
 @pytest.mark.postgresql_only
 def test_on_postgresql_pages_are_served_after_the_database_dropped_the_connections(database: Database) -> None:
-    """A restart or failover closes the pools' connections: reads, which use theirs unchecked, run once more on
-    a new one; writes check theirs before they begin."""
+    """A restart or failover closes the pools' connections, which are used unchecked: a read or a write that
+    finds its connection dead runs once more on a new one."""
     def count(conn: sa.Connection) -> Any:
         return conn.scalar(sa.select(sa.func.count()).select_from(organizations))
 

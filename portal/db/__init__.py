@@ -6,10 +6,11 @@ worker and tests call `Database.run` in a thread of their own.
 
 - PostgreSQL, reads and short writes: on the event loop, through asyncpg. SQLAlchemy's asyncio extension runs
   the synchronous service in a greenlet (`AsyncConnection.run_sync`), so each statement's round trip is awaited
-  and the loop serves other requests meanwhile. Measured at 32 connections, against psycopg in 4 threads per
-  process: a Stripe webhook took 2.4 ms of server and database CPU instead of 4.1, the history page 2.2 instead
-  of 3.3 (bench/stripe_webhooks.py, bench/portal_history.py): no GIL passing between threads, and
-  asyncpg's protocol is cheaper for both sides. Reads run without BEGIN and COMMIT (autocommit): under READ
+  and the loop serves other requests meanwhile. Measured in one process with 32 requests at a time, against
+  psycopg in 4 threads: a Stripe webhook took about 2.5 ms of server and database CPU instead of 4.1, the
+  history page 2.1 instead of 3.3 (no GIL passing between threads, and asyncpg's protocol is cheaper for both
+  sides; bench/README.md has the served figures). The Python between the round trips runs on the loop, as it
+  does on SQLite: a service does no file or network I/O inside its transaction. Reads run without BEGIN and COMMIT (autocommit): under READ
   COMMITTED every statement sees its own snapshot anyway, so a read transaction only cost two round trips.
   Reads and writes have separate pools of `POSTGRESQL_POOL_SIZE` connections per process, which also bound how
   many run at a time: writes can wait on row locks (payments for invoices that a batch push holds) and reads
@@ -168,12 +169,11 @@ class _LoopEngines:
         url = _asyncpg_url(engine.url)
         # Named in pg_stat_activity, apart from the commands' and the worker's psycopg connections.
         options["connect_args"] = {"server_settings": {"application_name": ASYNC_APPLICATION_NAME}}
-        # A write checks its connection first (a round trip), because a write that failed at COMMIT cannot
-        # tell whether it happened and is not run again. A read is: see `Database._read_on_loop`.
+        # No ping before use (a round trip each): a transaction that finds its connection dead is run again
+        # (see `Database._read_on_loop` and `_write_on_loop`).
         return cls(create_async_engine(url, echo=engine.echo, json_serializer=_json_text,
                                        isolation_level="AUTOCOMMIT", **options),
-                   create_async_engine(url, echo=engine.echo, json_serializer=_json_text, pool_pre_ping=pooled,
-                                       **options))
+                   create_async_engine(url, echo=engine.echo, json_serializer=_json_text, **options))
 
     async def dispose(self) -> None:
         await self.reads.dispose()
@@ -288,20 +288,28 @@ class Database:
                 async with engines.read_turns, engines.reads.connect() as connection:
                     return await connection.run_sync(fn, *args, **kwargs)
             except sa.exc.DBAPIError as exc:
-                # Reads use their connection unchecked (a check is a round trip, 5% of a history page's
-                # throughput): one that finds it dead (the database restarted) is run again on a new one.
+                # Connections are used unchecked (a check is a round trip, 5% of a history page's throughput):
+                # a read that finds its connection dead (the database restarted) is run again on a new one.
                 if not exc.connection_invalidated or attempt == 1:
                     raise
         raise AssertionError("unreachable")
 
     async def _write_on_loop(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        """As `_read_on_loop`, in a transaction. It is run once more when it lost a race on a unique constraint
+        (as in `run`), or when its connection turned out dead before COMMIT: then nothing was written. A
+        connection lost during COMMIT leaves unknown whether it happened, and that error is raised."""
         engines = self._engines()
-        for attempt in range(2):  # as in `run`: the loser of a race on a unique constraint runs once more
+        for attempt in range(2):
+            committing = False
             try:
-                async with engines.write_turns, engines.writes.begin() as connection:
-                    return await connection.run_sync(fn, *args, **kwargs)
-            except sa.exc.IntegrityError:
-                if attempt == 1:
+                async with engines.write_turns, engines.writes.connect() as connection:
+                    async with connection.begin():
+                        result = await connection.run_sync(fn, *args, **kwargs)
+                        committing = True
+                    return result
+            except sa.exc.DBAPIError as exc:
+                again = isinstance(exc, sa.exc.IntegrityError) or (exc.connection_invalidated and not committing)
+                if not again or attempt == 1:
                     raise
         raise AssertionError("unreachable")
 
