@@ -30,7 +30,10 @@ class FrozenClock:
 
 
 def as_utc(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite hands back naive datetimes; every one we store is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.UTC)
+    """In UTC. SQLite hands back naive datetimes, and every one we store is UTC; PostgreSQL's come in the
+    session's TimeZone through psycopg and in UTC through asyncpg, and are shown the same either way."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)

@@ -189,8 +189,9 @@ def test_on_postgresql_pages_are_served_after_the_database_dropped_the_connectio
         return conn.scalar(sa.select(sa.func.count()).select_from(organizations))
 
     def drop_our_connections(conn: sa.Connection) -> int:
-        return len(conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                         "WHERE application_name = :name"), {"name": ASYNC_APPLICATION_NAME}).all())
+        return len(conn.execute(sa.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = :name"), {"name": ASYNC_APPLICATION_NAME}).all())
 
     async def scenario() -> tuple[int, int]:
         async with database.serving():
@@ -203,3 +204,19 @@ def test_on_postgresql_pages_are_served_after_the_database_dropped_the_connectio
 
     dropped, seen = asyncio.run(scenario())
     assert dropped == 2 and seen == 2
+
+
+@pytest.mark.postgresql_only
+def test_on_postgresql_a_read_in_a_transaction_keeps_its_local_settings(database: Database) -> None:
+    """`read_in_transaction` is for a statement that needs `SET LOCAL` (the batch push's resend lookup): the
+    setting holds for the read, and the pooled connection goes back to autocommit reads afterwards."""
+    def plan_mode_after_set_local(conn: sa.Connection) -> str:
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
+        return str(conn.exec_driver_sql("SHOW plan_cache_mode").scalar())
+
+    async def scenario() -> list[str]:
+        async with database.serving():
+            return [await database.read_in_transaction(plan_mode_after_set_local),
+                    await database.read(plan_mode_after_set_local)]
+
+    assert asyncio.run(scenario()) == ["force_custom_plan", "auto"]

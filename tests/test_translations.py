@@ -246,7 +246,8 @@ def test_texts_translated_when_compiled_read_as_when_translated_at_render_time(l
     """`_FixedTexts` moves `_()` from render time to compile time; nothing a reader sees may change: the same
     words, variables escaped in HTML (not in text), a "%" without variables left to gettext."""
     source = ('{{ _("Due date") }}|{{ _("Select invoice %(number)s", number=number) }}|'
-              '{% set label = _("Paid") %}{{ label ~ number }}|{{ _("Pages") | upper }}|{{ _("100%% sure") }}')
+              '{% set label = _("Paid") %}{{ label ~ number }}|{{ _("Pages") | upper }}|{{ _("100%% sure") }}|'
+              '{% autoescape false %}{{ _("Select invoice %(number)s", number=number) }}{% endautoescape %}')
 
     def portal_environment(translate: Any) -> PortalEnvironment:
         env = PortalEnvironment(loader=DictLoader({name: source}), autoescape=select_autoescape(["html"]),
@@ -262,5 +263,8 @@ def test_texts_translated_when_compiled_read_as_when_translated_at_render_time(l
     assert page == at_render_time.get_template(name).render(values)
     assert translations(language).gettext("Due date") in page
     assert ("&lt;F&amp;1&gt;" in page) == name.endswith(".html")
+    assert "<F&1>" in page.rsplit("|", 1)[1]  # not escaped where autoescaping is turned off
     code = at_compile_time.compile(source, name, name, raw=True)
     assert "'Due date'" not in code and "'Select invoice %(number)s'" not in code  # no gettext call left
+    shadowed = '{% from "other.html" import label as _ %}' + source
+    assert "'Due date'" in at_compile_time.compile(shadowed, name, name, raw=True)  # left to render time

@@ -4,19 +4,21 @@ Domain services are plain synchronous functions that take a `Connection`; web ha
 `Database.read`, `Database.write` and `Database.write_bulk`, which open one transaction each. Commands, the
 worker and tests call `Database.run` in a thread of their own.
 
-- PostgreSQL, reads and short writes: on the event loop, through asyncpg. SQLAlchemy's asyncio extension runs
-  the synchronous service in a greenlet (`AsyncConnection.run_sync`), so each statement's round trip is awaited
-  and the loop serves other requests meanwhile. Measured in one process with 32 requests at a time, against
-  psycopg in 4 threads: a Stripe webhook took about 2.5 ms of server and database CPU instead of 4.1, the
-  history page 2.1 instead of 3.3 (no GIL passing between threads, and asyncpg's protocol is cheaper for both
-  sides; bench/README.md has the served figures). The Python between the round trips runs on the loop, as it
-  does on SQLite: a service does no file or network I/O inside its transaction. Reads run without BEGIN and COMMIT (autocommit): under READ
-  COMMITTED every statement sees its own snapshot anyway, so a read transaction only cost two round trips.
-  Reads and writes have separate pools of `POSTGRESQL_POOL_SIZE` connections per process, which also bound how
-  many run at a time: writes can wait on row locks (payments for invoices that a batch push holds) and reads
-  never do, so pages and API keys are still served meanwhile. The pools belong to the event loop of the server
-  that opened them (`Database.serving`, in the app's lifespan); elsewhere (a test client without its context
-  manager, which runs each request on a new loop) each transaction opens its own connection.
+- PostgreSQL, reads and short writes: on the event loop, through asyncpg. SQLAlchemy's asyncio extension runs the
+  synchronous service in a greenlet (`AsyncConnection.run_sync`), so each statement's round trip is awaited and the
+  loop serves other requests meanwhile. Measured in one process with 32 requests at a time, against psycopg in 4
+  threads: a Stripe webhook took about 2.5 ms of server and database CPU instead of 4.1, the history page 2.1
+  instead of 3.3 (no GIL passing between threads, and asyncpg's protocol is cheaper for both sides; bench/README.md
+  has the served figures). The Python between the round trips runs on the loop, as it does on SQLite: a service does
+  no file or network I/O inside its transaction. Reads run without BEGIN and COMMIT (autocommit): under READ
+  COMMITTED, PostgreSQL's default, every statement sees its own snapshot anyway, so a read transaction only cost two
+  round trips; `read_in_transaction` is for the read that needs one (`SET LOCAL`). Connections are used without a
+  ping first; a transaction that finds its connection dead is run again on a new one (a write only if it died before
+  COMMIT). Reads and writes have separate pools of `POSTGRESQL_POOL_SIZE` connections per process, which also bound
+  how many run at a time: writes can wait on row locks (payments for invoices that a batch push holds) and reads
+  never do, so pages and API keys are still served meanwhile. The pools belong to the event loop of the server that
+  opened them (`Database.serving`, in the app's lifespan); elsewhere (a test client without its context manager,
+  which runs each request on a new loop) each transaction opens its own connection.
 - PostgreSQL, bulk writes (a batch of 1,000 invoices, an archive's documents, the pull importer): psycopg in
   Starlette's thread pool, so a long import never holds up the loop.
 - SQLite, reads and short writes (a webhook, a page's POST, one invoice): on the event loop itself. The database
@@ -40,7 +42,7 @@ import asyncio
 import functools
 import sqlite3
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,13 +141,18 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
     return engine
 
 
-def _asyncpg_url(url: sa.URL) -> sa.URL:
-    """The engine's URL for asyncpg: the same database, user and password; libpq's `sslmode` is asyncpg's `ssl`
-    (it takes the same values)."""
-    query = dict(url.query)
-    if "sslmode" in query:
-        query["ssl"] = query.pop("sslmode")
-    return url.set(drivername="postgresql+asyncpg", query=query)
+def _asyncpg_connector(url: sa.URL) -> Callable[[], Awaitable[Any]]:
+    """Opens an asyncpg connection to the database of the engine's URL. asyncpg reads the URL as libpq does,
+    options included (`sslmode`, `sslrootcert`, ...); other options are sent to the server as settings."""
+    import asyncpg
+
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def connect() -> Awaitable[Any]:
+        # Named in pg_stat_activity, apart from the commands' and the worker's psycopg connections.
+        return asyncpg.connect(dsn, server_settings={"application_name": ASYNC_APPLICATION_NAME})
+
+    return connect
 
 
 @dataclass(frozen=True)
@@ -166,14 +173,11 @@ class _LoopEngines:
     def create(cls, engine: sa.Engine, *, pooled: bool) -> _LoopEngines:
         options: dict[str, Any] = {"pool_size": POSTGRESQL_POOL_SIZE, "max_overflow": 0} if pooled else {
             "poolclass": NullPool}
-        url = _asyncpg_url(engine.url)
-        # Named in pg_stat_activity, apart from the commands' and the worker's psycopg connections.
-        options["connect_args"] = {"server_settings": {"application_name": ASYNC_APPLICATION_NAME}}
+        options.update(async_creator=_asyncpg_connector(engine.url), echo=engine.echo, json_serializer=_json_text)
         # No ping before use (a round trip each): a transaction that finds its connection dead is run again
         # (see `Database._read_on_loop` and `_write_on_loop`).
-        return cls(create_async_engine(url, echo=engine.echo, json_serializer=_json_text,
-                                       isolation_level="AUTOCOMMIT", **options),
-                   create_async_engine(url, echo=engine.echo, json_serializer=_json_text, **options))
+        return cls(create_async_engine("postgresql+asyncpg://", isolation_level="AUTOCOMMIT", **options),
+                   create_async_engine("postgresql+asyncpg://", **options))
 
     async def dispose(self) -> None:
         await self.reads.dispose()
@@ -245,15 +249,25 @@ class Database:
         loop = asyncio.get_running_loop()
         engines = self._loop_engines[loop] = _LoopEngines.create(self.engine, pooled=True)
         try:
+            async with engines.reads.connect():
+                pass  # a database that cannot be reached, or a URL asyncpg refuses, stops the start
             yield
         finally:
-            del self._loop_engines[loop]
+            if self._loop_engines.get(loop) is engines:  # not another app's, served on the same loop
+                del self._loop_engines[loop]
             await engines.dispose()
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(connection, *args)`, which only reads."""
         if self.is_postgresql:
             return await self._read_on_loop(fn, args, kwargs)
+        return self.run(fn, *args, write=False, **kwargs)
+
+    async def read_in_transaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(connection, *args)`, which only reads, in a transaction of its own: for statements that only
+        hold within one (`SET LOCAL`). PostgreSQL's other reads run in autocommit."""
+        if self.is_postgresql:
+            return await self._read_on_loop(fn, args, kwargs, transaction=True)
         return self.run(fn, *args, write=False, **kwargs)
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -280,13 +294,19 @@ class Database:
         connection of its own, closed at its end."""
         return _of_this_loop(self._loop_engines, lambda: _LoopEngines.create(self.engine, pooled=False))
 
-    async def _read_on_loop(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    async def _read_on_loop(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                            transaction: bool = False) -> T:
         """PostgreSQL: `fn` in a greenlet on the event loop, its statements awaited through asyncpg."""
         engines = self._engines()
         for attempt in range(2):
             try:
                 async with engines.read_turns, engines.reads.connect() as connection:
-                    return await connection.run_sync(fn, *args, **kwargs)
+                    if not transaction:
+                        return await connection.run_sync(fn, *args, **kwargs)
+                    # The pool puts the connection back in autocommit when it is returned.
+                    await connection.execution_options(isolation_level="READ COMMITTED")
+                    async with connection.begin():
+                        return await connection.run_sync(fn, *args, **kwargs)
             except sa.exc.DBAPIError as exc:
                 # Connections are used unchecked (a check is a round trip, 5% of a history page's throughput):
                 # a read that finds its connection dead (the database restarted) is run again on a new one.
@@ -320,4 +340,5 @@ class Database:
         self.engine.dispose()
 
 
-__all__ = ["ASYNC_APPLICATION_NAME", "POSTGRESQL_POOL_SIZE", "SQLITE_PRAGMAS", "Database", "WriteLockTaken", "create_engine", "metadata"]
+__all__ = ["ASYNC_APPLICATION_NAME", "POSTGRESQL_POOL_SIZE", "SQLITE_PRAGMAS", "Database", "WriteLockTaken",
+           "create_engine", "metadata"]

@@ -111,15 +111,20 @@ class _FixedTexts(NodeTransformer):
     language has its own environment, and so its own compiled templates, and a catalog never changes once
     loaded. A text without variables joins the literal HTML around it, and the page makes no call for it at all
     (a history page made about ninety); one with variables becomes `translation % {variables}`. Either way the
-    value is what newstyle gettext returns at run time: in an autoescaped template, Markup of the translation,
-    into which `%` escapes the variables; a plain string otherwise. A text without variables but with a "%" is
-    left to run time. A template that assigns a variable named `_` or `gettext` is left as it is."""
+    value is what newstyle gettext returns at run time: where autoescaping is on (by the template's name, or an
+    `{% autoescape %}` block), Markup of the translation, into which `%` escapes the variables; a plain string
+    otherwise. A text without variables but with a "%" is left to run time, and so is every call in a template
+    that binds the name `_` or `gettext` itself (set, for, macro arguments, import)."""
 
-    def __init__(self, translate: Callable[[str], str], autoescape: bool) -> None:
-        self.translate, self.autoescape = translate, autoescape
+    def __init__(self, translate: Callable[[str], str]) -> None:
+        self.translate = translate
 
     def visit_Template(self, node: nodes.Template) -> nodes.Node:
-        if any(name.name in _GETTEXT_NAMES for name in node.find_all(nodes.Name) if name.ctx != "load"):
+        bound = {name.name for name in node.find_all(nodes.Name) if name.ctx != "load"}
+        bound.update(imported.target for imported in node.find_all(nodes.Import))
+        for imported in node.find_all(nodes.FromImport):
+            bound.update(name if isinstance(name, str) else name[1] for name in imported.names)
+        if bound & _GETTEXT_NAMES:
             return node
         return self.generic_visit(node)  # type: ignore[no-any-return]
 
@@ -133,9 +138,7 @@ class _FixedTexts(NodeTransformer):
         text = self.translate(node.args[0].value)
         if "%" in text and not node.kwargs:
             return node
-        translation: nodes.Expr = nodes.Const(text, lineno=node.lineno)
-        if self.autoescape:
-            translation = nodes.MarkSafe(translation, lineno=node.lineno)
+        translation = nodes.MarkSafeIfAutoescape(nodes.Const(text, lineno=node.lineno), lineno=node.lineno)
         if not node.kwargs:
             return translation
         variables = nodes.Dict([nodes.Pair(nodes.Const(keyword.key), keyword.value) for keyword in node.kwargs],
@@ -159,8 +162,7 @@ class PortalEnvironment(Environment):
         template = super()._parse(source, name, filename)
         if self.translate is None:
             return template
-        autoescape = self.autoescape(name) if callable(self.autoescape) else bool(self.autoescape)
-        return _FixedTexts(self.translate, autoescape).visit(template)  # type: ignore[no-any-return]
+        return _FixedTexts(self.translate).visit(template)  # type: ignore[no-any-return]
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
