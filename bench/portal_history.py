@@ -60,6 +60,8 @@ from common import (  # noqa: E402
 
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
+# The p99 target's setting in the issue: 10,000 customers and 200,000 invoices (other sizes are for the scaling).
+TARGET_P99_INVOICES = 200_000
 TARGET_SCALING = 1.2
 DEBTOR_INVOICES = 20
 SECRET = "bench-portal-history-signing-key"
@@ -685,16 +687,18 @@ def report(results: list[Result], args: argparse.Namespace) -> bool:
     print(header)
     print("-" * len(header))
     ok = True
+    p99_checked = [r for r in results if r.dataset.invoices == TARGET_P99_INVOICES] or results
     for r in results:
         print(f"{r.backend:<11} {r.dataset.invoices:>10,} {r.app.rps:>6.0f} {r.app.p50_ms:>7.1f} {r.app.p99_ms:>7.1f} "
               f"{r.app.cpu_ms:>6.2f}ms {r.ceiling.rps:>11.0f} {r.ceiling.p50_ms:>7.1f} {r.ceiling.p99_ms:>7.1f} "
               f"{r.ceiling.cpu_ms:>8.2f}ms {r.ratio:>6.0%} {r.cpu_ratio:>9.0%} "
               f"{(r.app.load_average + r.ceiling.load_average) / 2:>5.1f}")
-        ok &= r.ratio >= TARGET_RATIO and r.app.p99_ms < TARGET_P99_MS
+        ok &= r.ratio >= TARGET_RATIO and (r not in p99_checked or r.app.p99_ms < TARGET_P99_MS)
     print()
     print(f"{results[0].statements} SELECTs a page. ratio: app rps / ceiling rps; cpu ratio: ceiling CPU per request / "
           f"app CPU per request (the server processes); load: the machine's load average during the rounds")
-    print(f"targets: app >= {TARGET_RATIO:.0%} of the ceiling and p99 < {TARGET_P99_MS:.0f} ms")
+    sizes = ", ".join(dict.fromkeys(f"{r.dataset.invoices:,}" for r in p99_checked))
+    print(f"targets: app >= {TARGET_RATIO:.0%} of the ceiling; p99 < {TARGET_P99_MS:.0f} ms with {sizes} invoices")
     for backend in dict.fromkeys(r.backend for r in results):
         mine = sorted((r for r in results if r.backend == backend), key=lambda r: r.dataset.invoices)
         if len(mine) < 2:
