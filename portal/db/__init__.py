@@ -1,8 +1,8 @@
 """Engine creation and transactions.
 
 Domain services are plain synchronous functions that take a `Connection`; web handlers run them through
-`Database.read`, `Database.write` and `Database.write_bulk`, which open one transaction each. Commands, the
-worker and tests call `Database.run` in a thread of their own.
+`Database.read`, `Database.write` and `Database.write_bulk` (one transaction each, except PostgreSQL's reads,
+see below). Commands, the worker and tests call `Database.run` in a thread of their own.
 
 - PostgreSQL, reads and short writes: on the event loop, through asyncpg. SQLAlchemy's asyncio extension runs the
   synchronous service in a greenlet (`AsyncConnection.run_sync`), so each statement's round trip is awaited and the
@@ -188,7 +188,7 @@ V = TypeVar("V")
 
 
 def _of_this_loop(table: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, V], make: Callable[[], V]) -> V:
-    """The running event loop's own `make()`, made on first use (locks and limiters belong to one loop)."""
+    """The running event loop's own `make()`, made on first use (locks and connections belong to one loop)."""
     loop = asyncio.get_running_loop()
     value = table.get(loop)
     if value is None:

@@ -182,7 +182,7 @@ async def stripe(request: Request) -> Response:
                 return _empty(400)
             known, fresh = await _fresh(request, slug), True
             continue
-        outcome = await _services(request).db.write(record, known, event)
+        outcome = await services.db.write(record, known, event)
         if outcome is not _STALE:
             log.info("stripe %s %s: %s", event.event_type, event.event_id, outcome)
             return _empty(200)
