@@ -97,8 +97,13 @@ def revoke_links(conn: sa.Connection, organization_id: int, customer_external_id
         portal_links.c.revoked_at.is_(None)).values(revoked_at=now)).rowcount
 
 
-# Built once: every debtor request runs it, and building a Core statement costs more than running it.
-_RESOLVE = (
+class LinkNotUsable(NotFound):
+    """The link is unknown, expired or revoked: all three look alike to the debtor."""
+
+
+# Built once: every debtor request runs it, and building a Core statement costs more than running it. The
+# history page runs it with two more columns (debtor.history), so that its link check costs no round trip.
+RESOLVE = (
     sa.select(portal_links.c.id, portal_links.c.organization_id, portal_links.c.customer_id,
               portal_links.c.invoice_ids, portal_links.c.expires_at, portal_links.c.revoked_at,
               organizations.c.slug, organizations.c.name.label("organization_name"),
@@ -112,10 +117,14 @@ _RESOLVE = (
 
 
 def resolve(conn: sa.Connection, link_id: int, now: dt.datetime) -> DebtorScope:
-    """The scope of a live link; NotFound for a link that is unknown, expired or revoked (all look alike)."""
-    row = conn.execute(_RESOLVE, {"link_id": link_id}).first()
+    """The scope of a live link; LinkNotUsable for a link that is unknown, expired or revoked."""
+    return scope_of(conn.execute(RESOLVE, {"link_id": link_id}).first(), now)
+
+
+def scope_of(row: Any, now: dt.datetime) -> DebtorScope:
+    """The scope of a row of RESOLVE (or None, for no such link), if the link still works."""
     if row is None or row.revoked_at is not None or as_utc(row.expires_at) <= now:
-        raise NotFound("link not usable")
+        raise LinkNotUsable("link not usable")
     return DebtorScope(
         link_id=row.id, organization_id=row.organization_id, organization_slug=row.slug,
         organization_name=row.organization_name, contact_email=row.contact_email,

@@ -75,8 +75,9 @@ def render(request: Request, template: str, language: str, context: dict[str, An
 class DebtorRequest:
     """A request from a debtor with a live session: its scope, language and CSRF token."""
 
-    def __init__(self, request: Request, session: sessions.DebtorSession, scope: DebtorScope) -> None:
-        self.request, self.session, self.scope = request, session, scope
+    def __init__(self, request: Request, session: sessions.DebtorSession, scope: DebtorScope,
+                 now: dt.datetime) -> None:
+        self.request, self.session, self.scope, self.now = request, session, scope, now
         self.services = services_of(request)
         self.language = chosen_language(request, scope)
 
@@ -91,25 +92,36 @@ class DebtorRequest:
 
     @property
     def today(self) -> dt.date:
-        return self.services.now().date()
+        """The day the link was checked on: the page's "overdue" and the query's agree even at midnight."""
+        return self.now.date()
 
 
 async def debtor_request(request: Request, work: Callable[[sa.Connection, DebtorScope], T], *,
                          write: bool = False) -> tuple[DebtorRequest, T]:
     """Check the session and the link behind it, and run `work` in the same transaction."""
+    def read(conn: sa.Connection, link_id: int, now: dt.datetime) -> tuple[DebtorScope, T]:
+        scope = links.resolve(conn, link_id, now)
+        return scope, work(conn, scope)
+
+    return await debtor_read(request, read, write=write)
+
+
+async def debtor_read(request: Request, read: Callable[[sa.Connection, int, dt.datetime], tuple[DebtorScope, T]], *,
+                      write: bool = False) -> tuple[DebtorRequest, T]:
+    """Check the session, and run `read` (which checks the link: links.resolve, or a statement that includes it)
+    with the session's link id and the time."""
     services = services_of(request)
     session = sessions.read_session(request, services.tokens, services.settings)
     now = services.now()
 
-    def read(conn: sa.Connection) -> tuple[DebtorScope, T]:
+    def checked(conn: sa.Connection) -> tuple[DebtorScope, T]:
         try:
-            scope = links.resolve(conn, session.link_id, now)
-        except NotFound as exc:
+            return read(conn, session.link_id, now)
+        except links.LinkNotUsable as exc:
             raise sessions.NoSession(session.link_id) from exc
-        return scope, work(conn, scope)
 
-    scope, result = await (services.db.write(read) if write else services.db.read(read))
-    return DebtorRequest(request, session, scope), result
+    scope, result = await (services.db.write(checked) if write else services.db.read(checked))
+    return DebtorRequest(request, session, scope, now), result
 
 
 async def landing(request: Request) -> Response:
@@ -166,10 +178,9 @@ async def history(request: Request) -> Response:
     status = status if status in debtor.STATUS_FILTERS else None
     year = _int_param(request, "year", 1900, 2999)
     page = _int_param(request, "page", 1, 100_000) or 1
-    today = services_of(request).now().date()
-    debtor_req, result = await debtor_request(
-        request, lambda conn, scope: debtor.history(conn, scope, today, status=status, year=year, page=page))
-    fmt = debtor_req.formatter
+    debtor_req, result = await debtor_read(request, lambda conn, link_id, now: debtor.history(
+        conn, link_id, now, now.date(), status=status, year=year, page=page))
+    today, fmt = debtor_req.today, debtor_req.formatter
     return debtor_req.render("portal/history.html", {
         "summary": summary_view(result.summary),
         "rows": [history_row_view(row, today, fmt) for row in result.items],
@@ -285,7 +296,7 @@ async def post_remark(request: Request) -> Response:
     def write(conn: sa.Connection) -> None:
         try:
             scope = links.resolve(conn, session.link_id, now)
-        except NotFound as exc:
+        except links.LinkNotUsable as exc:
             raise sessions.NoSession(session.link_id) from exc
         if errors:
             raise InvalidInput("invalid remark", [FieldError(f"/{k}", v) for k, v in errors.items()])

@@ -1,0 +1,143 @@
+"""The history page's one statement against the rules it implements, written out in Python: which invoices a
+link shows, in which order, a page at a time, and what is outstanding and overdue."""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from portal.db.customers import customers
+from portal.db.invoices import invoices
+from portal.db.portal import portal_links
+from portal.domain import debtor, links
+from tests.conftest import Tenant
+
+TODAY = dt.date(2026, 6, 15)
+NOW = dt.datetime(2026, 6, 15, 12, tzinfo=dt.UTC)
+
+an_invoice = st.fixed_dictionaries({
+    "customer": st.sampled_from(["C1", "C1", "C1", "C2"]),  # C2's invoices must never show
+    "kind": st.sampled_from(["invoice", "invoice", "credit_note"]),
+    "status": st.sampled_from(["open", "open", "paid", "cancelled", "draft"]),
+    "currency": st.sampled_from(["EUR", "EUR", "USD"]),
+    "issue_date": st.one_of(st.none(), st.dates(dt.date(2024, 1, 1), dt.date(2026, 12, 31))),
+    "due_in": st.one_of(st.none(), st.integers(-2, 2), st.integers(-60, 60)),  # due today is not overdue
+    "total_minor": st.integers(1, 100_000),
+    "due_percent": st.integers(0, 100),
+    "paid_percent": st.integers(0, 120),
+})
+
+
+@pytest.fixture
+def customer_ids(tenant: Tenant, database: Any) -> dict[str, int]:
+    tenant.put_customer("C2", name="Someone else")
+    with database.transaction() as conn:
+        return dict(conn.execute(sa.select(customers.c.external_id, customers.c.id)).all())  # type: ignore[arg-type]
+
+
+def store(database: Any, tenant: Tenant, customer_ids: dict[str, int], drawn: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for n, item in enumerate(drawn):
+        total = item["total_minor"]
+        rows.append({
+            "organization_id": tenant.org.id, "external_id": f"X-{n}", "customer_id": customer_ids[item["customer"]],
+            "number": f"N-{n}", "kind": item["kind"], "status": item["status"], "issue_date": item["issue_date"],
+            "due_date": None if item["due_in"] is None else TODAY + dt.timedelta(days=item["due_in"]),
+            "currency": item["currency"], "total_minor": total, "amount_due_minor": total * item["due_percent"] // 100,
+            "paid_minor": total * item["paid_percent"] // 100, "lines": [], "revision": 1, "content_hash": "x",
+            "created_at": NOW, "updated_at": NOW})
+
+    def write(conn: sa.Connection) -> list[dict[str, Any]]:
+        conn.execute(portal_links.delete())
+        conn.execute(invoices.delete())
+        for row in rows:
+            row["id"] = conn.execute(invoices.insert().values(row).returning(invoices.c.id)).scalar_one()
+        return rows
+
+    return database.run(write)  # type: ignore[no-any-return]
+
+
+def expected_order(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Open first, the oldest due first (no due date last); then by issue date, newest first (none last);
+    then the newest id."""
+    is_open = row["status"] == "open"
+    due = row["due_date"] if is_open else None
+    issued = row["issue_date"]
+    return (not is_open, due is None, due or dt.date.min, issued is None,
+            -(issued or dt.date.min).toordinal(), -row["id"])
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=st.lists(an_invoice, min_size=20, max_size=80), scoped=st.booleans(), data=st.data(),
+       status=st.sampled_from([None, None, "open", "paid", "cancelled"]), year=st.sampled_from([None, None, 2025, 2026]))
+def test_history_shows_what_the_rules_say(tenant: Tenant, database: Any, customer_ids: dict[str, int],
+                                          drawn: list[dict[str, Any]], scoped: bool, data: Any, status: str | None,
+                                          year: int | None) -> None:
+    rows = store(database, tenant, customer_ids, drawn)
+    visible = [r for r in rows if r["customer_id"] == customer_ids["C1"] and r["status"] != "draft"]
+    scope_ids = None
+    if scoped:
+        theirs = [r["id"] for r in rows if r["customer_id"] == customer_ids["C1"]]
+        scope_ids = sorted(data.draw(st.lists(st.sampled_from(theirs), unique=True)) if theirs else [])
+        visible = [r for r in visible if r["id"] in scope_ids]
+    link_id = database.run(lambda conn: conn.execute(portal_links.insert().values(
+        organization_id=tenant.org.id, customer_id=customer_ids["C1"], created_at=NOW,
+        expires_at=NOW + dt.timedelta(days=1), invoice_ids=scope_ids).returning(portal_links.c.id)).scalar_one())
+    matching = sorted((r for r in visible if (status is None or r["status"] == status)
+                       and (year is None or (r["issue_date"] is not None and r["issue_date"].year == year))),
+                      key=expected_order)
+    pages = max(1, -(-len(matching) // debtor.PAGE_SIZE))
+    for page_number in range(1, pages + 2):  # and one past the end
+        scope, page = database.run(lambda conn, n=page_number: debtor.history(conn, link_id, NOW, TODAY,
+                                                                               status=status, year=year, page=n))
+        assert scope.customer_id == customer_ids["C1"]
+        assert scope.invoice_ids == (frozenset(scope_ids) if scoped else None)
+        shown = matching[(page_number - 1) * debtor.PAGE_SIZE:page_number * debtor.PAGE_SIZE]
+        assert [item.id for item in page.items] == [r["id"] for r in shown]
+        for item, row in zip(page.items, shown, strict=True):
+            assert (item.number, item.kind, item.status, item.issue_date, item.due_date, item.currency,
+                    item.total_minor, item.amount_due_minor, item.paid_minor) == (
+                row["number"], row["kind"], row["status"], row["issue_date"], row["due_date"], row["currency"],
+                row["total_minor"], row["amount_due_minor"], row["paid_minor"])
+        assert (page.total, page.pages) == ((len(matching), pages) if shown else (0, 1))
+    owed = {r["id"]: debtor.outstanding_minor(SimpleNamespace(**r)) for r in visible}
+    late = [r for r in visible if owed[r["id"]] and r["due_date"] is not None and r["due_date"] < TODAY]
+    assert page.summary.outstanding == per_currency(visible, owed)
+    assert page.summary.overdue == per_currency(late, owed)
+    assert page.summary.open_count == sum(1 for amount in owed.values() if amount)
+    assert page.summary.overdue_count == len(late)
+    assert page.summary.years == sorted({r["issue_date"].year for r in visible if r["issue_date"]}, reverse=True)
+
+
+def per_currency(rows: list[dict[str, Any]], owed: dict[int, int]) -> dict[str, int]:
+    sums: dict[str, int] = {}
+    for r in rows:
+        sums[r["currency"]] = sums.get(r["currency"], 0) + owed[r["id"]]
+    return {currency: amount for currency, amount in sums.items() if amount}
+
+
+def test_a_link_that_no_longer_works_shows_nothing(tenant: Tenant, database: Any, customer_ids: dict[str, int]) -> None:
+    rows = store(database, tenant, customer_ids, [{"customer": "C1", "kind": "invoice", "status": "open",
+                                                   "currency": "EUR", "issue_date": TODAY, "due_in": 10,
+                                                   "total_minor": 100, "due_percent": 100, "paid_percent": 0}])
+    assert rows
+
+    def link(**values: Any) -> int:
+        return database.run(lambda conn: conn.execute(portal_links.insert().values(
+            organization_id=tenant.org.id, customer_id=customer_ids["C1"], created_at=NOW, invoice_ids=None,
+            **values).returning(portal_links.c.id)).scalar_one())
+
+    expired = link(expires_at=NOW)
+    revoked = link(expires_at=NOW + dt.timedelta(days=1), revoked_at=NOW)
+    live = link(expires_at=NOW + dt.timedelta(seconds=1))
+    for link_id in (expired, revoked, live + 1000):
+        with pytest.raises(links.LinkNotUsable):
+            database.run(lambda conn, link_id=link_id: debtor.history(conn, link_id, NOW, TODAY))
+    _, page = database.run(lambda conn: debtor.history(conn, live, NOW, TODAY))
+    assert [item.number for item in page.items] == ["N-0"]
