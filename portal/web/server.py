@@ -1,10 +1,16 @@
 """`portal serve`: uvicorn, in one process or in several.
 
-Several processes each listen on a socket of their own bound to the same address (`SO_REUSEPORT`), so the
-kernel spreads new connections evenly between them. uvicorn's own `--workers` shares one listening socket: the
-first process to wake up accepts every connection waiting, so a burst of keep-alive connections (a reverse
-proxy's pool, a load test) all landed on one process while the other idled (32 connections: the same
-throughput with two processes as with one).
+With several processes, the supervisor alone listens. It accepts each connection and hands it to the next
+process in turn, passing the socket over a Unix socket pair (SCM_RIGHTS), as Node's cluster module does by
+default; each process then serves that connection for as long as it stays open. Two ways of sharing that were
+measured and dropped:
+
+- uvicorn's own `--workers` shares one listening socket, and the first process to wake up accepts every
+  connection waiting: a burst of keep-alive connections (a reverse proxy's pool, a load test) all landed on one
+  process while the other idled.
+- A listening socket per process (`SO_REUSEPORT`) lets the kernel choose by a hash of the addresses: 32
+  connections were split anywhere from 16/16 to 11/21, and the busier process's requests waited in proportion
+  (history page p99 38-40 ms at 15/17, 50-61 ms at 14/18).
 
 The event loop is asyncio's own, not uvloop: under load uvloop served a few connections far later than the
 others (a page at 32 connections: p50 57 ms, p99 500 ms; with asyncio's loop p99 60 ms, same throughput).
@@ -12,8 +18,11 @@ others (a page at 32 connections: p50 57 ms, p99 500 ms; with asyncio's loop p99
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import multiprocessing
 import os
+import select
 import signal
 import socket
 import sys
@@ -27,6 +36,10 @@ APP = "portal.web.asgi:app"
 SETTINGS: dict[str, Any] = {"loop": "asyncio", "proxy_headers": True, "log_level": "info", "access_log": False}
 # How long the supervisor waits for its processes to finish their requests after SIGINT/SIGTERM.
 STOP_SECONDS = 30
+# Connections the kernel keeps waiting for the supervisor to accept (uvicorn's own default).
+BACKLOG = 2048
+# What a server process sends its supervisor once its app has started and it takes connections.
+READY = b"r"
 
 
 def serve(host: str, port: int, workers: int, app: str = APP, **options: Any) -> int:
@@ -39,37 +52,80 @@ def serve(host: str, port: int, workers: int, app: str = APP, **options: Any) ->
     return _supervise(host, port, workers, app, options)
 
 
-def listening_socket(host: str, port: int, *, shared: bool = True) -> socket.socket:
+def listening_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP spelled out: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say they are TCP,
-    # and without it every response waited for a delayed ACK (latency floored at 44 ms).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if shared:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     return sock
 
 
-def _worker(host: str, port: int, app: str, options: dict[str, Any], supervisor: int) -> None:
+class _HandedServer(uvicorn.Server):
+    """uvicorn serving the connections its supervisor hands it over `channel`, with no listening socket."""
+
+    def __init__(self, config: uvicorn.Config, channel: socket.socket) -> None:
+        super().__init__(config)
+        self.channel = channel
+        self.seating: set[asyncio.Task[None]] = set()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=[])  # the app's lifespan, and no listener of its own
+        # What uvicorn's startup gives create_server for each listener.
+        protocol = functools.partial(self.config.http_protocol_class, config=self.config,
+                                     server_state=self.server_state, app_state=self.lifespan.state)
+        self.channel.setblocking(False)
+        asyncio.get_running_loop().add_reader(self.channel.fileno(), self._take, protocol)
+        self.channel.send(READY)
+
+    def _take(self, protocol: Any) -> None:
+        """Every connection waiting on the channel, into the event loop as uvicorn's own would be."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                message, fds, _flags, _address = socket.recv_fds(self.channel, 1, 1)
+            except BlockingIOError:
+                return
+            if not message:  # the supervisor closed the channel: it is stopping (or gone)
+                loop.remove_reader(self.channel.fileno())
+                self.should_exit = True
+                return
+            for fd in fds:
+                # Built from the descriptor, the socket reports the kernel's own protocol (TCP), so asyncio turns
+                # Nagle off for it; without that every response waited for a delayed ACK (latency floored at 44 ms).
+                task = loop.create_task(self._seat(protocol, socket.socket(fileno=fd)))
+                self.seating.add(task)
+                task.add_done_callback(self.seating.discard)
+
+    async def _seat(self, protocol: Any, connection: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(protocol, connection)
+        except OSError:  # the client left before we got to it
+            connection.close()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        asyncio.get_running_loop().remove_reader(self.channel.fileno())
+        await super().shutdown(sockets)
+
+
+def _worker(app: str, options: dict[str, Any], supervisor: int, channel: socket.socket) -> None:
     _end_with(supervisor)
-    sock = listening_socket(host, port)
-    uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
+    _HandedServer(uvicorn.Config(app, **options), channel).run()
 
 
 def _supervise(host: str, port: int, workers: int, app: str, options: dict[str, Any]) -> int:
-    """Start the processes, pass SIGINT/SIGTERM on to them, and stop them all if one dies: a half-capacity
-    server that looks healthy is worse than one the process manager restarts."""
-    # Bound here first, without SO_REUSEPORT, so that a port already taken (by another server started the same
-    # way too, which would otherwise share it silently) fails at once with one clear message.
+    """Start the processes, hand them the connections, pass SIGINT/SIGTERM on to them, and stop them all if one
+    dies: a half-capacity server that looks healthy is worse than one the process manager restarts."""
     try:
-        listening_socket(host, port, shared=False).close()
+        listener = listening_socket(host, port)
     except OSError as exc:
         print(f"portal serve: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr, flush=True)
         return 1
+    # SOCK_SEQPACKET: one message per connection, so a socket never arrives glued to another message.
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(workers)]
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker, args=(host, port, app, options, os.getpid()),
-                                 name=f"portal-web-{n}") for n in range(workers)]
+    processes = [context.Process(target=_worker, args=(app, options, os.getpid(), theirs),
+                                 name=f"portal-web-{n}") for n, (_, theirs) in enumerate(pairs)]
+    channels = [ours for ours, _ in pairs]
     stopping = False
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
@@ -85,12 +141,30 @@ def _supervise(host: str, port: int, workers: int, app: str, options: dict[str, 
     signal.signal(signal.SIGTERM, stop)
     for process in processes:
         process.start()
+    for _, theirs in pairs:
+        theirs.close()
     if stopping:  # a signal came while they were starting: tell the ones started after it too
         stop(signal.SIGTERM, None)
-    print(f"portal serve: {workers} processes on http://{host}:{port} (pids "
-          f"{', '.join(str(p.pid) for p in processes)})", file=sys.stderr, flush=True)
-    while not stopping and all(process.is_alive() for process in processes):
-        time.sleep(0.2)
+    listener.setblocking(False)
+    for channel in channels:
+        channel.setblocking(False)
+    # Connections are taken only once every process has started its app: none waits on a process still starting.
+    starting, turn, checked = set(channels), 0, time.monotonic()
+    while not stopping:
+        for readable in select.select(list(starting) if starting else [listener], [], [], 0.2)[0]:
+            if readable is listener:
+                turn = _hand_out(listener, channels, turn)
+            elif readable.recv(1) == READY:
+                starting.discard(readable)
+                if not starting:
+                    listener.listen(BACKLOG)
+                    print(f"portal serve: {workers} processes on http://{host}:{port} (pids "
+                          f"{', '.join(str(p.pid) for p in processes)})", file=sys.stderr, flush=True)
+        if time.monotonic() - checked >= 0.2:
+            if not all(process.is_alive() for process in processes):
+                break
+            checked = time.monotonic()
+    listener.close()  # from here on, new connections are refused
     failed = not stopping
     if failed:
         print("portal serve: a server process ended; stopping the others", file=sys.stderr, flush=True)
@@ -101,7 +175,29 @@ def _supervise(host: str, port: int, workers: int, app: str, options: dict[str, 
         if process.exitcode is None:
             process.kill()
             process.join()
+    for channel in channels:
+        channel.close()
     return 1 if failed else 0
+
+
+def _hand_out(listener: socket.socket, channels: list[socket.socket], turn: int) -> int:
+    """Accept every connection waiting and hand each to the next process in turn (one whose channel is full,
+    being stuck, is passed over); the turn after the last."""
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except OSError:  # none waiting; or the client left already, or we are out of descriptors: next round
+            return turn
+        with connection:
+            for attempt in range(len(channels)):
+                channel = channels[(turn + attempt) % len(channels)]
+                try:
+                    socket.send_fds(channel, [b"c"], [connection.fileno()])
+                except (BlockingIOError, BrokenPipeError, ConnectionError):
+                    continue  # full (stuck), or its process ended: the supervision loop sees to that
+                turn = (turn + attempt + 1) % len(channels)
+                break
+        # Closing our copy leaves the connection to the process it went to (or drops it, if none took it).
 
 
 def _end_with(supervisor: int) -> None:
