@@ -77,14 +77,14 @@ def _json_rows(dialect: str, columns: list[Any]) -> Any:
 
 
 def _link_scope(dialect: str) -> Any:
-    """DebtorScope.restrict, for the link of the enclosing row (keep the two in step). An unscoped link's
-    invoice_ids is JSON null, a scoped one's a JSON array of invoice ids."""
+    """DebtorScope.restrict, for the link of the enclosing row (keep the two in step). A scoped link's
+    invoice_ids is a JSON array of invoice ids; an unscoped one's is JSON null (or SQL NULL: both read as None)."""
     link = portal_links.c
     if dialect == "postgresql":
-        unscoped = sa.func.json_typeof(link.invoice_ids) != "array"
+        unscoped = sa.func.coalesce(sa.func.json_typeof(link.invoice_ids), "null") != "array"
         listed = sa.select(sa.cast(sa.func.json_array_elements_text(link.invoice_ids), sa.BigInteger))
     else:
-        unscoped = sa.func.json_type(link.invoice_ids) != "array"
+        unscoped = sa.func.coalesce(sa.func.json_type(link.invoice_ids), "null") != "array"
         listed = sa.select(sa.column("value")).select_from(sa.func.json_each(link.invoice_ids))
     return sa.and_(invoices.c.organization_id == link.organization_id, invoices.c.customer_id == link.customer_id,
                    invoices.c.status != "draft", sa.or_(unscoped, invoices.c.id.in_(listed.correlate(portal_links))))
@@ -165,13 +165,8 @@ def _summary(groups: list[list[Any]] | None) -> Summary:
 def _page_row(values: list[Any]) -> Any:
     for index in _DATES:
         if values[index] is not None:
-            values[index] = _date(values[index])
+            values[index] = dt.date.fromisoformat(values[index])
     return PageRow(*values[:-1])
-
-
-@lru_cache(maxsize=4096)
-def _date(text: str) -> dt.date:
-    return dt.date.fromisoformat(text)
 
 
 def history(conn: sa.Connection, link_id: int, now: dt.datetime, today: dt.date, *, status: str | None = None,
