@@ -66,8 +66,8 @@ def _outstanding_expression(dialect: str) -> Any:
 # A history page is one statement, built once per dialect and shape with bound parameters for every value a
 # request supplies (building and cache-keying a Core statement costs more CPU than SQLite takes to run it):
 # links.RESOLVE, the link's row, plus two columns computed by subqueries correlated to that row, the totals and
-# the page of invoices, each as a JSON array of arrays. One round trip instead of three: on PostgreSQL each
-# further round trip cost a page under load a sixth of its throughput (bench/README.md).
+# the page of invoices, each as a JSON array of arrays. One round trip instead of three: on PostgreSQL under
+# load, 5% more pages a second (bench/README.md, fourth session).
 
 def _json_rows(dialect: str, columns: list[Any]) -> Any:
     """An aggregate: the group's rows as a JSON array of arrays (in no defined order)."""

@@ -10,7 +10,7 @@ measured and dropped:
   process while the other idled.
 - A listening socket per process (`SO_REUSEPORT`) lets the kernel choose by a hash of the addresses: 32
   connections were split anywhere from 16/16 to 11/21, and the busier process's requests waited in proportion
-  (history page p99 38-40 ms at 15/17, 50-61 ms at 14/18).
+  (history page p99 38-40 ms in three rounds of four at 15/17, 50-61 ms at 14/18).
 
 The event loop is asyncio's own, not uvloop: under load uvloop served a few connections far later than the
 others (a page at 32 connections: p50 57 ms, p99 500 ms; with asyncio's loop p99 60 ms, same throughput).

@@ -1,6 +1,6 @@
 """The debtor's pages. Every GET only reads (mail scanners open links before people do; the one write is the
 visit log of a landing); every change is a POST with a CSRF token. Each page's data is read in one
-database round trip that also re-checks the link."""
+transaction that also re-checks the link (the history page's, in one statement)."""
 
 from __future__ import annotations
 
