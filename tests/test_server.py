@@ -3,8 +3,10 @@ between them in turn, a clean stop on SIGTERM, and no half-capacity server left 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ import httpx
 import pytest
 
 from portal.db.migrate import upgrade
+from portal.web.server import Dealer, listening_socket
 from tests.support.smtp import free_port
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
@@ -87,6 +90,7 @@ def test_the_connections_are_dealt_evenly_and_sigterm_stops_all(server: tuple[su
         for client in clients:
             assert client.get("/l/not-a-token").status_code == 404
         assert sorted(connections_held(pid, port) for pid in workers) == [8, 8]
+        assert connections_held(process.pid, port) == 0  # the supervisor keeps no copy
     finally:
         for client in clients:
             client.close()
@@ -148,3 +152,79 @@ def test_sigterm_while_the_processes_start_stops_them_all(tmp_path: Path) -> Non
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_after_sigterm_new_connections_are_refused_and_none_is_dropped(
+        server: tuple[subprocess.Popen[bytes], str]) -> None:
+    """The supervisor stops taking connections before it tells the processes to stop: a client that comes after
+    SIGTERM is refused at once (and can try another server), rather than accepted and then reset."""
+    process, base_url = server
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{base_url}/l/not-a-token", timeout=5)
+    assert process.wait(timeout=40) == 0
+
+
+def test_the_dealer_passes_a_full_channel_over_and_drops_nothing() -> None:
+    """In one process: connections go round the channels in turn; a channel that is full (its process stopped
+    reading) is passed over; when all are full the connection in hand waits, and goes out once there is room."""
+    listener = listening_socket("127.0.0.1", 0)
+    listener.listen(16)
+    listener.setblocking(False)
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(2)]
+    for ours, _ in pairs:
+        ours.setblocking(False)
+    dealer = Dealer(listener, [ours for ours, _ in pairs])
+    clients = []
+
+    def connect(count: int) -> None:
+        for _ in range(count):
+            clients.append(socket.create_connection(listener.getsockname()))
+        time.sleep(0.05)  # the handshakes complete in the kernel's backlog
+
+    def received(index: int) -> int:
+        theirs, count = pairs[index][1], 0
+        theirs.setblocking(False)
+        while True:
+            try:
+                _, fds, _, _ = socket.recv_fds(theirs, 1, 1)
+            except BlockingIOError:
+                return count
+            for fd in fds:
+                os.close(fd)
+            count += 1
+
+    try:
+        connect(4)
+        dealer.deal()
+        assert (received(0), received(1)) == (2, 2)
+        filler = socket.socket()
+        with contextlib.suppress(BlockingIOError):
+            while True:  # the first process stops reading: fill its channel
+                socket.send_fds(pairs[0][0], [b"c"], [filler.fileno()])
+        connect(3)
+        dealer.deal()
+        assert received(1) == 3 and dealer.pending is None  # all went to the process that still reads
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                socket.send_fds(pairs[1][0], [b"c"], [filler.fileno()])
+        connect(2)
+        dealer.deal()
+        assert dealer.pending is not None  # every channel full: held, not dropped, and no more accepted
+        assert dealer.watched() == ([], dealer.channels)
+        assert received(0) > 200  # room again
+        dealer.deal()
+        assert dealer.pending is None and received(0) == 2  # the one held, then the one still in the backlog
+        assert received(1) > 200  # the fillers: both channels are empty now
+        dealer.stopping = True  # as SIGTERM sets it
+        connect(1)
+        dealer.deal()
+        assert (received(0), received(1)) == (0, 0) and dealer.pending is None
+    finally:
+        dealer.close()
+        for client in clients:
+            client.close()
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()

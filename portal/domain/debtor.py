@@ -77,15 +77,17 @@ def _json_rows(dialect: str, columns: list[Any]) -> Any:
 
 
 def _link_scope(dialect: str) -> Any:
-    """DebtorScope.restrict, for the link of the enclosing row (keep the two in step). A scoped link's
-    invoice_ids is a JSON array of invoice ids; an unscoped one's is JSON null (or SQL NULL: both read as None)."""
+    """DebtorScope.restrict, for the link of the enclosing row (keep the two in step). An unscoped link's
+    invoice_ids is JSON null (or SQL NULL: both read as None); anything else limits the link to the ids it lists,
+    so a value that is not a list of ids shows nothing (or fails), never everything."""
     link = portal_links.c
     if dialect == "postgresql":
-        unscoped = sa.func.coalesce(sa.func.json_typeof(link.invoice_ids), "null") != "array"
+        kind = sa.func.json_typeof(link.invoice_ids)
         listed = sa.select(sa.cast(sa.func.json_array_elements_text(link.invoice_ids), sa.BigInteger))
     else:
-        unscoped = sa.func.coalesce(sa.func.json_type(link.invoice_ids), "null") != "array"
+        kind = sa.func.json_type(link.invoice_ids)
         listed = sa.select(sa.column("value")).select_from(sa.func.json_each(link.invoice_ids))
+    unscoped = sa.func.coalesce(kind, "null") == "null"
     return sa.and_(invoices.c.organization_id == link.organization_id, invoices.c.customer_id == link.customer_id,
                    invoices.c.status != "draft", sa.or_(unscoped, invoices.c.id.in_(listed.correlate(portal_links))))
 

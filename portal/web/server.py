@@ -19,7 +19,9 @@ others (a page at 32 connections: p50 57 ms, p99 500 ms; with asyncio's loop p99
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 import multiprocessing
 import os
 import select
@@ -32,6 +34,7 @@ from typing import Any
 
 import uvicorn
 
+logger = logging.getLogger("uvicorn.error")
 APP = "portal.web.asgi:app"
 SETTINGS: dict[str, Any] = {"loop": "asyncio", "proxy_headers": True, "log_level": "info", "access_log": False}
 # How long the supervisor waits for its processes to finish their requests after SIGINT/SIGTERM.
@@ -80,29 +83,43 @@ class _HandedServer(uvicorn.Server):
     def _take(self, protocol: Any) -> None:
         """Every connection waiting on the channel, into the event loop as uvicorn's own would be."""
         loop = asyncio.get_running_loop()
+        for connection in self._waiting():
+            task = loop.create_task(self._seat(protocol, connection))
+            self.seating.add(task)
+            task.add_done_callback(self.seating.discard)
+
+    def _waiting(self) -> list[socket.socket]:
+        """The connections the channel holds. When it ends (the supervisor is stopping, or gone) or fails, the
+        process stops."""
+        taken = []
         while True:
             try:
-                message, fds, _flags, _address = socket.recv_fds(self.channel, 1, 1)
+                message, fds, flags, _address = socket.recv_fds(self.channel, 1, 1)
             except BlockingIOError:
-                return
-            if not message:  # the supervisor closed the channel: it is stopping (or gone)
-                loop.remove_reader(self.channel.fileno())
+                return taken
+            except OSError as exc:
+                logger.error("portal serve: the supervisor's channel failed (%s); stopping", exc)
+                message, fds, flags = b"", [], 0
+            if flags & socket.MSG_CTRUNC:
+                logger.error("portal serve: a connection was lost on its way here (out of file descriptors?)")
+            if not message:
+                asyncio.get_running_loop().remove_reader(self.channel.fileno())
                 self.should_exit = True
-                return
-            for fd in fds:
-                # Built from the descriptor, the socket reports the kernel's own protocol (TCP), so asyncio turns
-                # Nagle off for it; without that every response waited for a delayed ACK (latency floored at 44 ms).
-                task = loop.create_task(self._seat(protocol, socket.socket(fileno=fd)))
-                self.seating.add(task)
-                task.add_done_callback(self.seating.discard)
+                return taken
+            # Built from its descriptor, the socket reports the kernel's own protocol (TCP), so asyncio turns Nagle
+            # off for it; without that every response waited for a delayed ACK (latency floored at 44 ms).
+            taken.extend(socket.socket(fileno=fd) for fd in fds)
 
     async def _seat(self, protocol: Any, connection: socket.socket) -> None:
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(protocol, connection)
+            await asyncio.get_running_loop().connect_accepted_socket(protocol, connection, ssl=self.config.ssl)
         except OSError:  # the client left before we got to it
             connection.close()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # The supervisor stopped dealing before it told us to stop; anything still in the channel came just before.
+        for connection in self._waiting():
+            connection.close()
         asyncio.get_running_loop().remove_reader(self.channel.fileno())
         await super().shutdown(sockets)
 
@@ -112,8 +129,62 @@ def _worker(app: str, options: dict[str, Any], supervisor: int, channel: socket.
     _HandedServer(uvicorn.Config(app, **options), channel).run()
 
 
+class Dealer:
+    """The supervisor's side: accepts connections and hands each to the next process in turn.
+
+    A process whose channel is full (some 280 connections it has not read: it is stuck) is passed over. When every
+    channel is full, the connection in hand waits (`pending`) and no more are accepted until a channel has room:
+    the others wait in the kernel's backlog, and nothing is dropped."""
+
+    def __init__(self, listener: socket.socket, channels: list[socket.socket]) -> None:
+        self.listener, self.channels = listener, channels
+        self.turn = 0
+        self.pending: socket.socket | None = None
+        self.stopping = False  # set by the signal handler: no connection is handed out after it
+
+    def watched(self) -> tuple[list[socket.socket], list[socket.socket]]:
+        """What to wait for: a connection to accept, or room in a channel for the one in hand."""
+        return ([], self.channels) if self.pending else ([self.listener], [])
+
+    def deal(self, most: int = 256) -> None:
+        """Accept and hand out the connections waiting, up to `most` (then the supervisor looks at its processes)."""
+        for _ in range(most):
+            if self.stopping:
+                return
+            if self.pending is None:
+                try:
+                    self.pending, _ = self.listener.accept()
+                except OSError:  # none waiting; or the client left already, or we are out of descriptors
+                    return
+            if not self._hand(self.pending):
+                return
+            self.pending.close()  # the process it went to has its own copy
+            self.pending = None
+
+    def _hand(self, connection: socket.socket) -> bool:
+        for attempt in range(len(self.channels)):
+            index = (self.turn + attempt) % len(self.channels)
+            try:
+                socket.send_fds(self.channels[index], [b"c"], [connection.fileno()])
+            except BlockingIOError:
+                continue  # full
+            except OSError as exc:  # its process ended (the supervisor notices), or the kernel refused
+                print(f"portal serve: cannot hand a connection to process {index + 1}: {exc}", file=sys.stderr,
+                      flush=True)
+                continue
+            self.turn = (index + 1) % len(self.channels)
+            return True
+        return False
+
+    def close(self) -> None:
+        """Refuse new connections from now on (and drop the one in hand, if any)."""
+        if self.pending is not None:
+            self.pending.close()
+        self.listener.close()
+
+
 def _supervise(host: str, port: int, workers: int, app: str, options: dict[str, Any]) -> int:
-    """Start the processes, hand them the connections, pass SIGINT/SIGTERM on to them, and stop them all if one
+    """Start the processes, deal them the connections, pass SIGINT/SIGTERM on to them, and stop them all if one
     dies: a half-capacity server that looks healthy is worse than one the process manager restarts."""
     try:
         listener = listening_socket(host, port)
@@ -126,16 +197,15 @@ def _supervise(host: str, port: int, workers: int, app: str, options: dict[str, 
     processes = [context.Process(target=_worker, args=(app, options, os.getpid(), theirs),
                                  name=f"portal-web-{n}") for n, (_, theirs) in enumerate(pairs)]
     channels = [ours for ours, _ in pairs]
-    stopping = False
+    dealer = Dealer(listener, channels)
+    wake, waker = socket.socketpair()  # a byte on it wakes the loop below from its select
+    waker.setblocking(False)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
-        # SIGTERM is uvicorn's graceful shutdown (finish the requests in flight, then the lifespan's end), like
-        # SIGINT, but without the KeyboardInterrupt traceback that uvicorn re-raises after a SIGINT.
-        nonlocal stopping
-        stopping = True
-        for process in processes:
-            if process.pid is not None and process.exitcode is None:
-                os.kill(process.pid, signal.SIGTERM)
+        # Only noted here: the loop below stops taking connections first, and then tells the processes.
+        dealer.stopping = True
+        with contextlib.suppress(BlockingIOError):
+            waker.send(b"s")
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -143,61 +213,46 @@ def _supervise(host: str, port: int, workers: int, app: str, options: dict[str, 
         process.start()
     for _, theirs in pairs:
         theirs.close()
-    if stopping:  # a signal came while they were starting: tell the ones started after it too
-        stop(signal.SIGTERM, None)
     listener.setblocking(False)
     for channel in channels:
         channel.setblocking(False)
     # Connections are taken only once every process has started its app: none waits on a process still starting.
-    starting, turn, checked = set(channels), 0, time.monotonic()
-    while not stopping:
-        for readable in select.select(list(starting) if starting else [listener], [], [], 0.2)[0]:
-            if readable is listener:
-                turn = _hand_out(listener, channels, turn)
-            elif readable.recv(1) == READY:
-                starting.discard(readable)
-                if not starting:
-                    listener.listen(BACKLOG)
-                    print(f"portal serve: {workers} processes on http://{host}:{port} (pids "
-                          f"{', '.join(str(p.pid) for p in processes)})", file=sys.stderr, flush=True)
+    starting, checked = set(channels), time.monotonic()
+    while not dealer.stopping:
+        reading, writing = (list(starting), []) if starting else dealer.watched()
+        readable, writable, _ = select.select([*reading, wake], writing, [], 0.2)
+        if starting:
+            for channel in readable:
+                if channel is not wake and channel.recv(1) == READY:
+                    starting.discard(channel)
+            if not starting:
+                listener.listen(BACKLOG)
+                print(f"portal serve: {workers} processes on http://{host}:{port} (pids "
+                      f"{', '.join(str(p.pid) for p in processes)})", file=sys.stderr, flush=True)
+        elif listener in readable or writable:
+            dealer.deal()
         if time.monotonic() - checked >= 0.2:
             if not all(process.is_alive() for process in processes):
                 break
             checked = time.monotonic()
-    listener.close()  # from here on, new connections are refused
-    failed = not stopping
+    dealer.close()
+    failed = not dealer.stopping
     if failed:
         print("portal serve: a server process ended; stopping the others", file=sys.stderr, flush=True)
-        stop(signal.SIGTERM, None)
+    # SIGTERM is uvicorn's graceful shutdown (finish the requests in flight, then the lifespan's end), like SIGINT,
+    # but without the KeyboardInterrupt traceback that uvicorn re-raises after a SIGINT.
+    for process in processes:
+        if process.pid is not None and process.exitcode is None:
+            os.kill(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_SECONDS
     for process in processes:
         process.join(max(0.0, deadline - time.monotonic()))
         if process.exitcode is None:
             process.kill()
             process.join()
-    for channel in channels:
+    for channel in (*channels, wake, waker):
         channel.close()
     return 1 if failed else 0
-
-
-def _hand_out(listener: socket.socket, channels: list[socket.socket], turn: int) -> int:
-    """Accept every connection waiting and hand each to the next process in turn (one whose channel is full,
-    being stuck, is passed over); the turn after the last."""
-    while True:
-        try:
-            connection, _ = listener.accept()
-        except OSError:  # none waiting; or the client left already, or we are out of descriptors: next round
-            return turn
-        with connection:
-            for attempt in range(len(channels)):
-                channel = channels[(turn + attempt) % len(channels)]
-                try:
-                    socket.send_fds(channel, [b"c"], [connection.fileno()])
-                except (BlockingIOError, BrokenPipeError, ConnectionError):
-                    continue  # full (stuck), or its process ended: the supervision loop sees to that
-                turn = (turn + attempt + 1) % len(channels)
-                break
-        # Closing our copy leaves the connection to the process it went to (or drops it, if none took it).
 
 
 def _end_with(supervisor: int) -> None:

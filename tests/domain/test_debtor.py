@@ -22,7 +22,8 @@ TODAY = dt.date(2026, 6, 15)
 NOW = dt.datetime(2026, 6, 15, 12, tzinfo=dt.UTC)
 
 an_invoice = st.fixed_dictionaries({
-    "customer": st.sampled_from(["C1", "C1", "C1", "C2"]),  # C2's invoices must never show
+    # The debtor is C1; C2 is another customer of the same organization, O1 one of another organization.
+    "customer": st.sampled_from(["C1", "C1", "C1", "C2", "O1"]),
     "kind": st.sampled_from(["invoice", "invoice", "credit_note"]),
     "status": st.sampled_from(["open", "open", "paid", "cancelled", "draft"]),
     "currency": st.sampled_from(["EUR", "EUR", "USD"]),
@@ -35,18 +36,25 @@ an_invoice = st.fixed_dictionaries({
 
 
 @pytest.fixture
-def customer_ids(tenant: Tenant, database: Any) -> dict[str, int]:
+def customer_ids(tenant: Tenant, other_tenant: Tenant, database: Any) -> dict[str, tuple[int, int]]:
+    """C1, C2 and O1 (see an_invoice): each one's organization and customer id."""
     tenant.put_customer("C2", name="Someone else")
+    other_tenant.put_customer("C1", name="Another organization's customer")
     with database.transaction() as conn:
-        return dict(conn.execute(sa.select(customers.c.external_id, customers.c.id)).all())  # type: ignore[arg-type]
+        found = {(row.organization_id, row.external_id): (row.organization_id, row.id) for row in conn.execute(
+            sa.select(customers.c.organization_id, customers.c.external_id, customers.c.id))}
+    return {"C1": found[tenant.org.id, "C1"], "C2": found[tenant.org.id, "C2"], "O1": found[other_tenant.org.id, "C1"]}
 
 
-def store(database: Any, tenant: Tenant, customer_ids: dict[str, int], drawn: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def store(database: Any, customer_ids: dict[str, tuple[int, int]], drawn: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The drawn invoices, and a live link for C2 and for O1 beside the debtor's (a statement that joined the
+    wrong links would show their invoices, or C1's twice)."""
     rows = []
     for n, item in enumerate(drawn):
         total = item["total_minor"]
+        organization_id, customer_id = customer_ids[item["customer"]]
         rows.append({
-            "organization_id": tenant.org.id, "external_id": f"X-{n}", "customer_id": customer_ids[item["customer"]],
+            "organization_id": organization_id, "external_id": f"X-{n}", "customer_id": customer_id,
             "number": f"N-{n}", "kind": item["kind"], "status": item["status"], "issue_date": item["issue_date"],
             "due_date": None if item["due_in"] is None else TODAY + dt.timedelta(days=item["due_in"]),
             "currency": item["currency"], "total_minor": total, "amount_due_minor": total * item["due_percent"] // 100,
@@ -58,6 +66,10 @@ def store(database: Any, tenant: Tenant, customer_ids: dict[str, int], drawn: li
         conn.execute(invoices.delete())
         for row in rows:
             row["id"] = conn.execute(invoices.insert().values(row).returning(invoices.c.id)).scalar_one()
+        for neighbour in ("C2", "O1"):
+            conn.execute(portal_links.insert().values(
+                organization_id=customer_ids[neighbour][0], customer_id=customer_ids[neighbour][1], created_at=NOW,
+                expires_at=NOW + dt.timedelta(days=1), invoice_ids=None))
         return rows
 
     return database.run(write)  # type: ignore[no-any-return]
@@ -76,18 +88,18 @@ def expected_order(row: dict[str, Any]) -> tuple[Any, ...]:
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(drawn=st.lists(an_invoice, min_size=20, max_size=80), scoped=st.booleans(), data=st.data(),
        status=st.sampled_from([None, None, "open", "paid", "cancelled"]), year=st.sampled_from([None, None, 2025, 2026]))
-def test_history_shows_what_the_rules_say(tenant: Tenant, database: Any, customer_ids: dict[str, int],
+def test_history_shows_what_the_rules_say(database: Any, customer_ids: dict[str, tuple[int, int]],
                                           drawn: list[dict[str, Any]], scoped: bool, data: Any, status: str | None,
                                           year: int | None) -> None:
-    rows = store(database, tenant, customer_ids, drawn)
-    visible = [r for r in rows if r["customer_id"] == customer_ids["C1"] and r["status"] != "draft"]
+    rows = store(database, customer_ids, drawn)
+    organization_id, customer_id = customer_ids["C1"]
+    visible = [r for r in rows if r["customer_id"] == customer_id and r["status"] != "draft"]
     scope_ids = None
-    if scoped:
-        theirs = [r["id"] for r in rows if r["customer_id"] == customer_ids["C1"]]
-        scope_ids = sorted(data.draw(st.lists(st.sampled_from(theirs), unique=True)) if theirs else [])
+    if scoped:  # a scope may list any invoice (only create_link checks them): only C1's may ever show
+        scope_ids = sorted(data.draw(st.lists(st.sampled_from([r["id"] for r in rows]), unique=True)))
         visible = [r for r in visible if r["id"] in scope_ids]
     link_id = database.run(lambda conn: conn.execute(portal_links.insert().values(
-        organization_id=tenant.org.id, customer_id=customer_ids["C1"], created_at=NOW,
+        organization_id=organization_id, customer_id=customer_id, created_at=NOW,
         expires_at=NOW + dt.timedelta(days=1),
         invoice_ids=scope_ids if scoped else data.draw(st.sampled_from([None, sa.null()]))  # JSON null, SQL NULL
     ).returning(portal_links.c.id)).scalar_one())
@@ -98,7 +110,7 @@ def test_history_shows_what_the_rules_say(tenant: Tenant, database: Any, custome
     for page_number in range(1, pages + 2):  # and one past the end
         scope, page = database.run(lambda conn, n=page_number: debtor.history(conn, link_id, NOW, TODAY,
                                                                                status=status, year=year, page=n))
-        assert scope.customer_id == customer_ids["C1"]
+        assert (scope.organization_id, scope.customer_id) == customer_ids["C1"]
         assert scope.invoice_ids == (frozenset(scope_ids) if scoped else None)
         shown = matching[(page_number - 1) * debtor.PAGE_SIZE:page_number * debtor.PAGE_SIZE]
         assert [item.id for item in page.items] == [r["id"] for r in shown]
@@ -124,16 +136,16 @@ def per_currency(rows: list[dict[str, Any]], owed: dict[int, int]) -> dict[str, 
     return {currency: amount for currency, amount in sums.items() if amount}
 
 
-def test_a_link_that_no_longer_works_shows_nothing(tenant: Tenant, database: Any, customer_ids: dict[str, int]) -> None:
-    rows = store(database, tenant, customer_ids, [{"customer": "C1", "kind": "invoice", "status": "open",
-                                                   "currency": "EUR", "issue_date": TODAY, "due_in": 10,
-                                                   "total_minor": 100, "due_percent": 100, "paid_percent": 0}])
-    assert rows
+def test_a_link_that_no_longer_works_shows_nothing(database: Any, customer_ids: dict[str, tuple[int, int]]) -> None:
+    rows = store(database, customer_ids, [{"customer": "C1", "kind": "invoice", "status": "open", "currency": "EUR",
+                                           "issue_date": TODAY, "due_in": 10, "total_minor": 100, "due_percent": 100,
+                                           "paid_percent": 0}])
+    organization_id, customer_id = customer_ids["C1"]
 
     def link(**values: Any) -> int:
-        return database.run(lambda conn: conn.execute(portal_links.insert().values(
-            organization_id=tenant.org.id, customer_id=customer_ids["C1"], created_at=NOW, invoice_ids=None,
-            **values).returning(portal_links.c.id)).scalar_one())
+        return database.run(lambda conn: conn.execute(portal_links.insert().values(  # type: ignore[no-any-return]
+            organization_id=organization_id, customer_id=customer_id, created_at=NOW,
+            **{"invoice_ids": None, **values}).returning(portal_links.c.id)).scalar_one())
 
     expired = link(expires_at=NOW)
     revoked = link(expires_at=NOW + dt.timedelta(days=1), revoked_at=NOW)
@@ -143,3 +155,14 @@ def test_a_link_that_no_longer_works_shows_nothing(tenant: Tenant, database: Any
             database.run(lambda conn, link_id=link_id: debtor.history(conn, link_id, NOW, TODAY))
     _, page = database.run(lambda conn: debtor.history(conn, live, NOW, TODAY))
     assert [item.number for item in page.items] == ["N-0"]
+
+    # A scope that is not a list of ids (only create_link writes scopes, and it writes lists) shows nothing: the
+    # statement fails closed. SQLite reads the value as one id that matches none; PostgreSQL refuses it.
+    for odd in ({"ids": [rows[0]["id"]]}, f"[{rows[0]['id']}]"):
+        odd_link = link(expires_at=NOW + dt.timedelta(days=1), invoice_ids=odd)
+        try:
+            _, page = database.run(lambda conn, odd_link=odd_link: debtor.history(conn, odd_link, NOW, TODAY))
+        except sa.exc.DBAPIError:
+            assert database.engine.dialect.name == "postgresql"
+        else:
+            assert page.items == [] and page.summary.open_count == 0, odd
