@@ -46,6 +46,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -366,57 +367,31 @@ def _ceiling_app(config: CeilingConfig) -> Any:
     from starlette.responses import HTMLResponse, PlainTextResponse
     from starlette.routing import Route
 
-    from portal.domain.debtor import PAGE_SIZE, PageRow, Summary
-    from portal.domain.links import DebtorScope
+    from portal.domain import links
+    from portal.domain.debtor import history_page
     from portal.web.portal.i18n import LANGUAGE_NAMES, Formatter, environment, language_of
     from portal.web.portal.view import history_row_view, summary_view
 
     sqlite = config.backend == "sqlite"
     csrf = "x" * 86  # as long as a real token; the app signs one per page, the ceiling does not
-    date_columns = (PageRow._fields.index("issue_date"), PageRow._fields.index("due_date"))
 
     def build(results: list[tuple[list[str], list[tuple[Any, ...]]]]) -> str:
         # The page is one statement: the link's row, with the totals and the page of invoices as JSON arrays.
         today = dt.datetime.now(dt.UTC).date()
         (names, rows), = results
         link = dict(zip(names, rows[0], strict=True))
-        expires_at = link["expires_at"]
-        if isinstance(expires_at, str):
-            expires_at = dt.datetime.fromisoformat(expires_at).replace(tzinfo=dt.UTC)
-        if link["revoked_at"] is not None or expires_at <= dt.datetime.now(dt.UTC):
-            raise RuntimeError("link not usable")
-        invoice_ids = json.loads(link["invoice_ids"]) if link["invoice_ids"] is not None else None
-        scope = DebtorScope(
-            link_id=link["id"], organization_id=link["organization_id"], organization_slug=link["slug"],
-            organization_name=link["organization_name"], contact_email=link["contact_email"],
-            contact_phone=link["contact_phone"], brand_color=link["brand_color"], logo_sha256=link["logo_sha256"],
-            customer_id=link["customer_id"], customer_name=link["customer_name"], customer_locale=link["locale"],
-            invoice_ids=frozenset(invoice_ids) if invoice_ids is not None else None)
-        summary, outstanding, overdue, years = Summary(), {}, {}, set()
-        for currency, year, owed, late, open_count, overdue_count in json.loads(link["totals"] or "[]"):
-            outstanding[currency] = outstanding.get(currency, 0) + int(owed)
-            overdue[currency] = overdue.get(currency, 0) + int(late)
-            summary.open_count += int(open_count)
-            summary.overdue_count += int(overdue_count)
-            if year is not None:
-                years.add(int(year))
-        summary.outstanding = {c: v for c, v in outstanding.items() if v}
-        summary.overdue = {c: v for c, v in overdue.items() if v}
-        summary.years = sorted(years, reverse=True)
-        items = []
-        for values in sorted(json.loads(link["page"] or "[]"), key=lambda values: values[-1]):
-            for column in date_columns:
-                if values[column] is not None:
-                    values[column] = dt.date.fromisoformat(values[column])
-            items.append(PageRow(*values[:-1]))
-        total = items[0].matching if items else 0
+        if isinstance(link["expires_at"], str):  # sqlite3 gives text
+            link["expires_at"] = dt.datetime.fromisoformat(link["expires_at"])
+        link["invoice_ids"] = json.loads(link["invoice_ids"] or "null")  # both drivers give the JSON's text
+        scope = links.scope_of(SimpleNamespace(**link), dt.datetime.now(dt.UTC))
+        result = history_page(json.loads(link["totals"] or "null"), json.loads(link["page"] or "null"), 1)
         language = language_of(scope.customer_locale)
         fmt = Formatter.for_language(language, scope.customer_locale)
         return environment(language).get_template("portal/history.html").render(
             request_path="/portal", query="", language=language, languages=LANGUAGE_NAMES,
             fmt=fmt, scope=scope, csrf=csrf,
-            summary=summary_view(summary), rows=[history_row_view(r, today, fmt) for r in items], page=1,
-            pages=max(1, -(-total // PAGE_SIZE)), total=total, status=None, year=None, years=summary.years)
+            summary=summary_view(result.summary), rows=[history_row_view(r, today, fmt) for r in result.items],
+            page=1, pages=result.pages, total=result.total, status=None, year=None, years=result.summary.years)
 
     if sqlite:
         from portal.db import SQLITE_PRAGMAS

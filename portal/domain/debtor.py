@@ -183,11 +183,16 @@ def history(conn: sa.Connection, link_id: int, now: dt.datetime, today: dt.date,
     if year is not None:
         parameters["year_start"], parameters["year_end"] = dt.date(year, 1, 1), dt.date(year + 1, 1, 1)
     row = conn.execute(_history_statement(conn.dialect.name, by_status, year is not None), parameters).first()
-    scope = links.scope_of(row, now)
-    rows = [_page_row(values) for values in sorted(row.page or (), key=lambda values: values[-1])]
-    matching = rows[0].matching if rows else 0
-    return scope, HistoryPage(items=rows, total=matching, page=page, pages=max(1, -(-matching // PAGE_SIZE)),
-                              summary=_summary(row.totals))
+    return links.scope_of(row, now), history_page(row.totals, row.page, page)
+
+
+def history_page(totals: list[list[Any]] | None, rows: list[list[Any]] | None, page: int) -> HistoryPage:
+    """The page from the statement's two JSON columns, decoded (bench/portal_history.py's ceiling reads them
+    through the bare driver and uses this too)."""
+    items = [_page_row(values) for values in sorted(rows or (), key=lambda values: values[-1])]
+    matching = items[0].matching if items else 0
+    return HistoryPage(items=items, total=matching, page=page, pages=max(1, -(-matching // PAGE_SIZE)),
+                       summary=_summary(totals))
 
 
 def invoice(conn: sa.Connection, scope: DebtorScope, invoice_id: int) -> sa.Row[Any]:

@@ -23,11 +23,10 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, get_currency_precision, get_decimal_symbol, get_group_symbol
 from babel.support import NullTranslations, Translations
-from jinja2 import Environment, FileSystemLoader, Template, nodes, pass_context, select_autoescape
+from jinja2 import Environment, FileSystemLoader, Template, nodes, select_autoescape
 from jinja2.runtime import Context, Macro
 from jinja2.utils import _PassArg, internalcode
 from jinja2.visitor import NodeTransformer
-from markupsafe import Markup
 from markupsafe import _escape_inner as _escaped_text  # escape() without its Markup wrapper (see _PageTemplate)
 
 from portal.money import exponent, to_decimal
@@ -209,38 +208,8 @@ def environment(language: str) -> Environment:
         extensions=["jinja2.ext.i18n"], trim_blocks=True, lstrip_blocks=True, auto_reload=False)
     catalog = translations(language)
     env.install_gettext_translations(catalog, newstyle=True)  # type: ignore[attr-defined]
-    gettext = _newstyle_gettext(catalog.gettext)
-    env.globals.update(gettext=gettext, _=gettext)
     env.translate = catalog.gettext
     return env
-
-
-_GETTEXT_CACHE_LIMIT = 4096
-
-
-def _newstyle_gettext(translate: Any) -> Any:
-    """Jinja's newstyle gettext (jinja2.ext._make_new_gettext) with its answer kept for the commonest call: a
-    literal string with no variables in an autoescaped template, which a page makes hundreds of (the status
-    badge alone translates eight labels per row). The catalog never changes after start-up, so the escaped
-    translation is the same on every request; strings with variables are formatted every time, as Jinja does.
-    Installed as both `gettext` and `_`, which also skips Jinja's `_` -> `gettext` indirection."""
-    done: dict[str, Markup] = {}
-
-    @pass_context
-    def gettext(__context: Context, __string: str, **variables: Any) -> str:
-        if not variables and __context.eval_ctx.autoescape:
-            found = done.get(__string)
-            if found is None:
-                found = Markup(translate(__string)) % variables
-                if len(done) < _GETTEXT_CACHE_LIMIT:
-                    done[__string] = found
-            return found
-        rv = translate(__string)
-        if __context.eval_ctx.autoescape:
-            rv = Markup(rv)
-        return rv % variables  # type: ignore[no-any-return]
-
-    return gettext
 
 
 @dataclass(frozen=True)
