@@ -369,7 +369,7 @@ def _ceiling_app(config: CeilingConfig) -> Any:
 
     from portal.domain import links
     from portal.domain.debtor import history_page
-    from portal.web.portal.i18n import LANGUAGE_NAMES, Formatter, environment, language_of
+    from portal.i18n import LANGUAGE_NAMES, Formatter, environment, language_of
     from portal.web.portal.view import history_row_view, summary_view
 
     sqlite = config.backend == "sqlite"

@@ -15,7 +15,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 
 from e2e.conftest import (AXE_JS, MAIN, ORG_NAME, REVOKED, NewContext, PortalServer, open_link, open_portal,
                           screenshot)
-from portal.web.portal.i18n import Formatter, translations
+from portal.i18n import Formatter, translations
 
 # Open first (the oldest due first: overdue, then due soon, then not yet due, then the credit note that has
 # no due date), then the rest, newest first. The draft and the other customer's invoices never show.

@@ -14,6 +14,7 @@ from starlette.staticfiles import StaticFiles
 
 from portal.clock import Clock, SystemClock
 from portal.db import Database
+from portal.i18n import TEMPLATES_DIR
 from portal.services import Services
 from portal.settings import Settings
 from portal.storage import DocumentStore
@@ -27,7 +28,6 @@ from portal.web.errors import handlers
 from portal.web.headers import SecurityHeaders, provider_origins
 from portal.web.portal import pages as portal_pages
 from portal.web.portal import pay
-from portal.web.portal.i18n import TEMPLATES_DIR
 
 VERSION = "0.1.0"
 

@@ -35,8 +35,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
 
+from portal.i18n import environment
 from portal.settings import SmtpSettings
-from portal.web.portal.i18n import environment
 
 __all__ = ["IDEMPOTENCY_HEADER", "Attachment", "MailError", "SmtpSettings", "build_message", "message_id",
            "one_line", "render", "send", "send_blocking", "valid_address"]

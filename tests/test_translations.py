@@ -6,6 +6,7 @@ A new or changed string in a template or in portal/ fails here until `scripts/i1
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,12 @@ from babel.messages.catalog import Catalog, Message
 from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
-from jinja2 import DictLoader, select_autoescape
+from jinja2 import DictLoader
 from starlette.testclient import TestClient
 
 from portal.domain import organizations as orgs
+from portal.i18n import LANGUAGES, TRANSLATIONS_DIR, catalog_path, environment, translations
 from portal.web.api.links import link_text
-from portal.web.portal.i18n import (LANGUAGES, TRANSLATIONS_DIR, PortalEnvironment, catalog_path, environment,
-                                   translations)
 from tests.conftest import Tenant
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,31 +240,71 @@ def test_the_link_tag_is_rendered_in_the_requested_language(tenant: Tenant) -> N
 
 
 
-@pytest.mark.parametrize("language", TRANSLATED)
+@pytest.mark.parametrize("language", LANGUAGES)
 @pytest.mark.parametrize("name", ["page.html", "mail.txt"])
-def test_texts_translated_when_compiled_read_as_when_translated_at_render_time(language: str, name: str) -> None:
-    """`_FixedTexts` moves `_()` from render time to compile time; nothing a reader sees may change: the same
-    words, variables escaped in HTML (not in text), a "%" without variables left to gettext."""
-    source = ('{{ _("Due date") }}|{{ _("Select invoice %(number)s", number=number) }}|'
-              '{% set label = _("Paid") %}{{ label ~ number }}|{{ _("Pages") | upper }}|{{ _("100%% sure") }}|'
+def test_templates_translate_with_newstyle_gettext_and_escape_only_html(language: str, name: str) -> None:
+    """Jinja's own i18n extension with the language's catalog: the translated words, variables escaped in
+    HTML (not in the text of emails), the translation itself never escaped, `%%` a literal percent sign."""
+    catalog = translations(language)
+    source = ('{{ _("Due date") }}|{{ _("Select invoice %(number)s", number=number) }}|{{ _("100%% sure") }}|'
+              '{{ ngettext("%(num)d invoice", "%(num)d invoices", 2) }}|'
               '{% autoescape false %}{{ _("Select invoice %(number)s", number=number) }}{% endautoescape %}')
+    env = environment(language).overlay(loader=DictLoader({name: source}))
+    page = env.get_template(name).render(number="<F&1>")
+    due, select, percent, count, unescaped = page.split("|")
+    assert due == catalog.gettext("Due date") and (language == "en" or due != "Due date")
+    number = "&lt;F&amp;1&gt;" if name.endswith(".html") else "<F&1>"
+    assert select == catalog.gettext("Select invoice %(number)s") % {"number": number}
+    assert percent == "100% sure"
+    assert count == catalog.ngettext("%(num)d invoice", "%(num)d invoices", 2) % {"num": 2}
+    assert unescaped == catalog.gettext("Select invoice %(number)s") % {"number": "<F&1>"}
 
-    def portal_environment(translate: Any) -> PortalEnvironment:
-        env = PortalEnvironment(loader=DictLoader({name: source}), autoescape=select_autoescape(["html"]),
-                                extensions=["jinja2.ext.i18n"])
-        env.globals.update(_=environment(language).globals["_"], gettext=environment(language).globals["gettext"])
-        env.translate = translate
-        return env
 
-    at_compile_time = portal_environment(translations(language).gettext)
-    at_render_time = portal_environment(None)
-    values = {"number": "<F&1>"}
-    page = at_compile_time.get_template(name).render(values)
-    assert page == at_render_time.get_template(name).render(values)
-    assert translations(language).gettext("Due date") in page
-    assert ("&lt;F&amp;1&gt;" in page) == name.endswith(".html")
-    assert "<F&1>" in page.rsplit("|", 1)[1]  # not escaped where autoescaping is turned off
-    code = at_compile_time.compile(source, name, name, raw=True)
-    assert "'Due date'" not in code and "'Select invoice %(number)s'" not in code  # no gettext call left
-    shadowed = '{% from "other.html" import label as _ %}' + source
-    assert "'Due date'" in at_compile_time.compile(shadowed, name, name, raw=True)  # left to render time
+def test_html_templates_are_autoescaped_and_text_templates_are_not() -> None:
+    env = environment("fr")
+    assert env.autoescape("portal/history.html") and env.autoescape("email/receipt.html")  # type: ignore[operator]
+    assert not env.autoescape("email/receipt.txt")  # type: ignore[operator]
+
+
+# -- No private names, one home for translations -------------------------------------------------------------
+
+PORTAL = ROOT / "portal"
+
+
+def imported_names(path: Path) -> list[tuple[str, str]]:
+    """(module, name) of every `from module import name` and `import module` of a file."""
+    tree = ast.parse(path.read_text(), str(path))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names += [(node.module, alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names += [(alias.name, "") for alias in node.names]
+    return names
+
+
+def is_private(name: str) -> bool:
+    return any(part.startswith("_") and not part.startswith("__") for part in name.split(".") if part)
+
+
+def test_portal_imports_no_private_name_of_a_dependency() -> None:
+    """Private names (a leading underscore) change without notice between releases of a dependency."""
+    found = [f"{path.relative_to(ROOT)}: {module} {name}".strip()
+             for path in sorted(PORTAL.rglob("*.py"))
+             for module, name in imported_names(path)
+             if module.split(".")[0] not in ("portal", "__future__") and (is_private(module) or is_private(name))]
+    assert not found, "\n".join(found)
+
+
+def test_translations_are_imported_from_portal_i18n_and_not_from_the_web_layer() -> None:
+    """Mail and the connectors translate too: the module they share lives beside them, not under web/."""
+    assert not (PORTAL / "web" / "portal" / "i18n.py").exists()
+    # portal/app.py assembles the web application: it is the one module outside web/ that mounts its pages.
+    outside_web = [path for path in PORTAL.rglob("*.py")
+                   if PORTAL / "web" not in path.parents and path != PORTAL / "app.py"]
+    found = [f"{path.relative_to(ROOT)}: {module}" for path in outside_web for module, _ in imported_names(path)
+             if module.startswith("portal.web.portal")]
+    assert not found, "\n".join(found)
+    users = {path.relative_to(ROOT).as_posix() for path in PORTAL.rglob("*.py")
+             if any(module == "portal.i18n" for module, _ in imported_names(path))}
+    assert {"portal/mail.py", "portal/connectors/email.py", "portal/web/portal/pages.py"} <= users

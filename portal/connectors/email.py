@@ -29,10 +29,10 @@ from typing import Any
 
 from portal.clock import Clock, SystemClock
 from portal.connectors.base import Event, Result
+from portal.i18n import LANGUAGES, Formatter, language_of, translations
 from portal.mail import MailError, build_message, message_id, render, send, valid_address
 from portal.money import MoneyError, parse_minor
 from portal.settings import Settings, SmtpSettings
-from portal.web.portal.i18n import LANGUAGES, Formatter, language_of, translations
 
 RECEIPT_EVENTS = ("invoice.paid", "invoice.partially_paid")
 REMARK_EVENT = "remark.created"

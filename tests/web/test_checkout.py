@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from portal.app import create_app
 from portal.db.invoices import invoices
 from portal.db.payments import outbox_events, payments, provider_events
-from portal.web.portal.i18n import translations
+from portal.i18n import translations
 from tests.conftest import Tenant
 from tests.support.providers import STRIPE_SECRET, mollie, stripe_emulator, with_providers  # noqa: F401
 from tests.web.test_portal import Debtor, invoice_id, link_for

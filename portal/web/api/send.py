@@ -42,6 +42,7 @@ from portal.errors import Conflict
 from portal.mail import (
     MAX_ATTACHMENT_BYTES, Attachment, MailError, build_message, message_id, render, send, valid_address,
 )
+from portal.i18n import Formatter, language_of, translations
 from portal.storage import DocumentStore
 from portal.tokens import PORTAL_LINK
 from portal.web.api.context import ApiContext, json_response
@@ -51,7 +52,6 @@ from portal.web.api.problems import HttpProblem
 from portal.web.api.schemas import Problem
 from portal.web.brand import text_color_on
 from portal.web.downloads import safe_filename
-from portal.web.portal.i18n import Formatter, language_of, translations
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 60

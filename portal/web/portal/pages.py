@@ -23,13 +23,13 @@ from portal.domain import debtor, links, remarks
 from portal.domain.invoices import timeline_of
 from portal.domain.links import DebtorScope
 from portal.errors import FieldError, InvalidInput, NotFound, QuittanceError
+from portal.i18n import LANGUAGE_NAMES, LANGUAGES, Formatter, environment, language_of
 from portal.services import Services
 from portal.tokens import PORTAL_LINK, InvalidToken
 from portal.web.api.bodies import read_bounded
 from portal.web.api.problems import HttpProblem
 from portal.web.downloads import attachment, safe_filename
 from portal.web.portal import session as sessions
-from portal.web.portal.i18n import LANGUAGE_NAMES, LANGUAGES, Formatter, environment, language_of
 from portal.web.portal.view import history_row_view, invoice_view, summary_view, timeline_view
 
 T = TypeVar("T")

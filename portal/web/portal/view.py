@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from portal.domain.debtor import DUE_SOON, Summary, outstanding_minor
 
 if TYPE_CHECKING:
-    from portal.web.portal.i18n import Formatter
+    from portal.i18n import Formatter
 
 
 @dataclass(frozen=True)
