@@ -16,13 +16,13 @@ from portal.clock import Clock, SystemClock
 from portal.db import Database
 from portal.services import Services
 from portal.settings import Settings
-from portal.storage import DocumentStore
+from portal.storage import open_store
 from portal.providers.registry import ProviderRegistry
 from portal.tokens import TokenService
 from portal.web.api import connectors, customers, documents, events, invoices, lifecycle, links, remarks, send
 from portal.web.api.context import authenticate_request, json_response
 from portal.web.api.operations import Api
-from portal.web import brand, webhooks
+from portal.web import brand, health, webhooks
 from portal.web.errors import handlers
 from portal.web.headers import SecurityHeaders, provider_origins
 from portal.web.portal import pages as portal_pages
@@ -45,7 +45,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, database: Data
         settings=settings,
         db=database or Database.from_url(settings.database_url, echo=settings.echo_sql),
         clock=clock,
-        documents=DocumentStore(settings.storage_dir),
+        documents=open_store(settings.document_store_url),
         tokens=TokenService(settings.signing_keys, clock),
         providers=ProviderRegistry(settings),
     )
@@ -70,6 +70,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, database: Data
             *pay.routes,
             *webhooks.routes,
             *brand.routes,
+            *health.routes,
             Mount("/static", StaticFiles(directory=TEMPLATES_DIR.parent / "static"), name="static"),
         ],
         exception_handlers=handlers(),

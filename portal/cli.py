@@ -17,7 +17,7 @@ from portal.domain import organizations as orgs
 from portal.domain.links import issue_url, revoke_links
 from portal.errors import QuittanceError
 from portal.settings import Settings
-from portal.storage import DocumentStore
+from portal.storage import StorageError, open_store
 from portal.tokens import TokenService
 
 
@@ -129,7 +129,7 @@ def demo_load() -> None:
     """Create the demo organization with its customers, invoices and PDFs, or bring it back to them.
 
     Safe to run again: the same day, nothing changes."""
-    summary = _run(load_demo, DocumentStore(_settings().storage_dir), SystemClock().now())
+    summary = _run(load_demo, open_store(_settings().document_store_url), SystemClock().now())
     click.echo(summary.describe())
 
 
@@ -230,6 +230,34 @@ def org_brand(org_slug: str, color: str | None, contact_email: str | None, conta
     _run(lambda conn: orgs.set_branding(conn, orgs.get_organization(conn, org_slug), color=color,
                                    contact_email=contact_email, contact_phone=contact_phone, logo=logo_file))
     click.echo(f"branding of {org_slug} updated")
+
+
+@main.group()
+def documents() -> None:
+    """Stored PDFs and logos."""
+
+
+@documents.command("migrate")
+@click.option("--to", "target_url", required=True, metavar="URL",
+              help="The store to copy into: a directory, file:///path or s3://bucket/prefix.")
+def documents_migrate(target_url: str) -> None:
+    """Copy every stored document from the configured store (PORTAL_STORAGE_URL) to another, verifying each by
+    its SHA-256. Running it again copies only what is missing. Then point PORTAL_STORAGE_URL at the target."""
+    from portal.storage.migrate import migrate_documents
+
+    source = open_store(_settings().document_store_url)
+    try:
+        target = open_store(target_url)
+        summary = migrate_documents(source, target)
+    except (ValueError, StorageError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{summary.copied} copied, {summary.already_there} already there, "
+               f"{summary.copied + summary.already_there} verified by SHA-256 in {target!r}")
+    if summary.mismatched:
+        click.echo(f"error: {len(summary.mismatched)} documents in the target do not match their hash: "
+                   + ", ".join(summary.mismatched), err=True)
+        sys.exit(1)
 
 
 @main.command("reconcile")
@@ -383,7 +411,7 @@ def _store_logo(path: str) -> tuple[str, str]:
     if media_type is None:
         click.echo("error: the logo must be a PNG or JPEG file", err=True)
         sys.exit(1)
-    store = DocumentStore(_settings().storage_dir)
+    store = open_store(_settings().document_store_url)
     file, temp = store.temporary_file()
     with file, open(path, "rb") as source:
         shutil.copyfileobj(source, file)

@@ -57,6 +57,8 @@ class SmtpSettings:
 class Settings:
     database_url: str = "sqlite:///var/quittance.db"
     storage_dir: Path = Path("var/documents")
+    # Where documents live when not in `storage_dir`: `s3://bucket/prefix` (portal.storage). Empty: the directory.
+    storage_url: str = ""
     base_url: str = "http://127.0.0.1:8000"
     limits: Limits = dataclasses.field(default_factory=Limits)
     # Keys that sign debtor links and sessions, newest first: the first signs, all verify, so a key can be
@@ -85,6 +87,10 @@ class Settings:
         return self.secret_keys or (DEVELOPMENT_KEY,)
 
     @property
+    def document_store_url(self) -> str:
+        return self.storage_url or str(self.storage_dir)
+
+    @property
     def is_https(self) -> bool:
         return self.base_url.startswith("https://")
 
@@ -101,6 +107,7 @@ class Settings:
         return cls(
             database_url=env.get("PORTAL_DATABASE_URL") or cls.database_url,
             storage_dir=Path(env.get("PORTAL_STORAGE_DIR") or cls.storage_dir),
+            storage_url=env.get("PORTAL_STORAGE_URL", "").strip(),
             base_url=(env.get("PORTAL_BASE_URL") or cls.base_url).rstrip("/"),
             limits=limits,
             secret_keys=_list(env.get("PORTAL_SECRET_KEYS", "")),
