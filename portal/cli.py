@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import sqlite3
 import sys
+from pathlib import Path
 
 import click
 
@@ -62,6 +64,20 @@ def db_upgrade() -> None:
     settings = _settings()
     upgrade(settings.database_url)
     click.echo("database is at the latest schema")
+
+
+@db.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def db_backup(path: Path) -> None:
+    """Write a consistent copy of the SQLite database to PATH (a new file), safe while the server runs."""
+    from portal.db.backup import BackupError, backup_sqlite
+
+    try:
+        size = backup_sqlite(_settings().database_url, path)
+    except (BackupError, sqlite3.Error) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"backed up to {path} ({size:,} bytes); documents are backed up separately (docs/operations.md)")
 
 
 @main.group()
