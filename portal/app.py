@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from asgi_correlation_id import CorrelationIdMiddleware
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,6 +26,7 @@ from portal.web.api.operations import Api
 from portal.web import brand, health, webhooks
 from portal.web.errors import handlers
 from portal.web.headers import SecurityHeaders, provider_origins
+from portal.web.request_context import RouteContext, valid_request_id
 from portal.web.portal import pages as portal_pages
 from portal.web.portal import pay
 from portal.web.portal.i18n import TEMPLATES_DIR
@@ -63,19 +65,25 @@ def create_app(settings: Settings, *, clock: Clock | None = None, database: Data
         if database is None:
             services.db.dispose()
 
+    routes = [
+        Mount("/api/v1", routes=[Route("/openapi.json", openapi), *api.routes(authenticate_request)]),
+        *portal_pages.routes,
+        *pay.routes,
+        *webhooks.routes,
+        *brand.routes,
+        *health.routes,
+        Mount("/static", StaticFiles(directory=TEMPLATES_DIR.parent / "static"), name="static"),
+    ]
     app = Starlette(
-        routes=[
-            Mount("/api/v1", routes=[Route("/openapi.json", openapi), *api.routes(authenticate_request)]),
-            *portal_pages.routes,
-            *pay.routes,
-            *webhooks.routes,
-            *brand.routes,
-            *health.routes,
-            Mount("/static", StaticFiles(directory=TEMPLATES_DIR.parent / "static"), name="static"),
-        ],
+        routes=routes,
         exception_handlers=handlers(),
-        middleware=[Middleware(SecurityHeaders, https=settings.is_https,
-                               form_targets=provider_origins(settings))],
+        middleware=[
+            # X-Request-ID: kept from a proxy when it looks like an id, else made; returned in the response.
+            Middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id,
+                       transformer=str),
+            Middleware(RouteContext, routes=routes),
+            Middleware(SecurityHeaders, https=settings.is_https, form_targets=provider_origins(settings)),
+        ],
         lifespan=lifespan,
     )
     app.state.services = services

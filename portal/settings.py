@@ -81,6 +81,9 @@ class Settings:
     connectors_allow_private_networks: bool = False
     # Debug logging of SQL; never on in production.
     echo_sql: bool = False
+    # Log lines as readable text or one JSON object per line (portal.logs), and from which level.
+    log_format: str = "text"
+    log_level: str = "INFO"
 
     @property
     def signing_keys(self) -> tuple[str, ...]:
@@ -123,6 +126,8 @@ class Settings:
                 mail_from=env.get("PORTAL_MAIL_FROM", "").strip()),
             connectors_allow_private_networks=env.get("PORTAL_CONNECTORS_ALLOW_PRIVATE_NETWORKS", "") == "1",
             echo_sql=env.get("PORTAL_ECHO_SQL", "") == "1",
+            log_format=env.get("PORTAL_LOG_FORMAT", "").strip().lower() or cls.log_format,
+            log_level=env.get("PORTAL_LOG_LEVEL", "").strip().upper() or cls.log_level,
         )
 
 

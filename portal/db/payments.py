@@ -131,5 +131,8 @@ outbox_events = sa.Table(
     sa.Column("invoice_id", Id, sa.ForeignKey("invoices.id")),
     sa.Column("payload", sa.JSON(), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
+    # The X-Request-ID of the request (or the worker's job) that caused the event: the worker's log lines about
+    # its deliveries carry it, and upstream receives it, so one id follows a change from click to ERP.
+    sa.Column("request_id", sa.String(128)),
     sa.Index("ix_outbox_events_org", "organization_id", "id"),
 )

@@ -1,0 +1,25 @@
+"""outbox_events: the request id that caused each event
+
+Revision ID: 0009
+Revises: 0005
+Create Date: 2026-12-08 00:20:00.000000
+"""
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0009'
+down_revision = '0005'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # Nullable: events written before have none, and neither do those of commands run by hand.
+    op.add_column("outbox_events", sa.Column("request_id", sa.String(128)))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("outbox_events") as batch:
+        batch.drop_column("request_id")
