@@ -23,9 +23,10 @@ from portal.tokens import TokenService
 from portal.web.api import connectors, customers, documents, events, invoices, lifecycle, links, remarks, send
 from portal.web.api.context import authenticate_request, json_response
 from portal.web.api.operations import Api
-from portal.web import brand, health, webhooks
+from portal.web import brand, health, metrics, webhooks
 from portal.web.errors import handlers
 from portal.web.headers import SecurityHeaders, provider_origins
+from portal.web.metrics import RequestMetrics
 from portal.web.request_context import RouteContext, valid_request_id
 from portal.web.portal import pages as portal_pages
 from portal.web.portal import pay
@@ -72,6 +73,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, database: Data
         *webhooks.routes,
         *brand.routes,
         *health.routes,
+        *metrics.routes,
         Mount("/static", StaticFiles(directory=TEMPLATES_DIR.parent / "static"), name="static"),
     ]
     app = Starlette(
@@ -82,6 +84,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, database: Data
             Middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id,
                        transformer=str),
             Middleware(RouteContext, routes=routes),
+            Middleware(RequestMetrics),
             Middleware(SecurityHeaders, https=settings.is_https, form_targets=provider_origins(settings)),
         ],
         lifespan=lifespan,

@@ -84,6 +84,8 @@ class Settings:
     # Log lines as readable text or one JSON object per line (portal.logs), and from which level.
     log_format: str = "text"
     log_level: str = "INFO"
+    # Bearer token that GET /metrics demands; empty: no /metrics at all (404).
+    metrics_token: str = dataclasses.field(default="", repr=False)
 
     @property
     def signing_keys(self) -> tuple[str, ...]:
@@ -128,6 +130,7 @@ class Settings:
             echo_sql=env.get("PORTAL_ECHO_SQL", "") == "1",
             log_format=env.get("PORTAL_LOG_FORMAT", "").strip().lower() or cls.log_format,
             log_level=env.get("PORTAL_LOG_LEVEL", "").strip().upper() or cls.log_level,
+            metrics_token=env.get("PORTAL_METRICS_TOKEN", "").strip(),
         )
 
 

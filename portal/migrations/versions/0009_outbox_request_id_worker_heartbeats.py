@@ -1,4 +1,4 @@
-"""outbox_events: the request id that caused each event
+"""outbox_events: the request id that caused each event; worker_heartbeats
 
 Revision ID: 0009
 Revises: 0005
@@ -18,8 +18,15 @@ depends_on = None
 def upgrade() -> None:
     # Nullable: events written before have none, and neither do those of commands run by hand.
     op.add_column("outbox_events", sa.Column("request_id", sa.String(128)))
+    op.create_table(
+        "worker_heartbeats",
+        sa.Column("owner", sa.String(64), primary_key=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_success_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("worker_heartbeats")
     with op.batch_alter_table("outbox_events") as batch:
         batch.drop_column("request_id")
