@@ -17,6 +17,7 @@ from portal.db.migrate import upgrade
 from portal.demo import DEMO_SLUG, issue_demo_links, load_demo, rotate_demo_key, sample_pdf
 from portal.domain import organizations as orgs
 from portal.domain.links import issue_url, revoke_links
+from portal.encryption import EncryptionKeyError, SecretBox, generate_key
 from portal.errors import QuittanceError
 from portal.settings import Settings
 from portal.storage import StorageError, open_store
@@ -317,11 +318,43 @@ def payments_configure(org_slug: str, providers: str | None, mollie_key: str | N
     def split(value: str | None) -> list[str] | None:
         return [v.strip() for v in value.split(",") if v.strip()] if value is not None else None
 
-    _run(lambda conn: configure(conn, orgs.get_organization(conn, org_slug).id, SystemClock().now(),
+    box = _secret_box()
+    _run(lambda conn: configure(conn, orgs.get_organization(conn, org_slug).id, SystemClock().now(), box,
                                 providers=split(providers), mollie_api_key=mollie_key,
                                 mollie_methods=split(mollie_methods), stripe_api_key=stripe_key,
                                 stripe_webhook_secrets=list(stripe_secrets) or None))
     click.echo(f"payment settings of {org_slug} updated")
+
+
+@main.group("secrets")
+def secrets_group() -> None:
+    """Encryption of provider and connector secrets at rest (PORTAL_ENCRYPTION_KEYS)."""
+
+
+@secrets_group.command("generate-key")
+def secrets_generate_key() -> None:
+    """Print a new Fernet key. To rotate: put it first in PORTAL_ENCRYPTION_KEYS (keep the old ones after it),
+    restart, run `portal secrets rotate`, then drop the old keys."""
+    click.echo(generate_key())
+
+
+@secrets_group.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every stored secret with the newest key (and encrypt any stored before encryption)."""
+    from portal.domain import stored_secrets
+
+    box = _secret_box()
+    changed = _run(stored_secrets.reseal_all, box)
+    click.echo(f"re-encrypted the secrets of {changed} row(s) with the newest key")
+
+
+def _secret_box() -> SecretBox:
+    """The configured keys, or exit 2 with the message that names PORTAL_ENCRYPTION_KEYS."""
+    try:
+        return SecretBox(_settings().encryption_keys)
+    except EncryptionKeyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
 
 
 @main.command()
@@ -441,6 +474,9 @@ def _run(fn, *args):  # type: ignore[no-untyped-def]
     except QuittanceError as exc:
         click.echo(f"error: {exc.detail}", err=True)
         sys.exit(1)
+    except EncryptionKeyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     finally:
         database.dispose()
 

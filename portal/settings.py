@@ -84,6 +84,8 @@ class Settings:
     # Log lines as readable text or one JSON object per line (portal.logs), and from which level.
     log_format: str = "text"
     log_level: str = "INFO"
+    # Fernet keys that encrypt provider and connector secrets in the database, newest first (portal.encryption).
+    encryption_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     # Bearer token that GET /metrics demands; empty: no /metrics at all (404).
     metrics_token: str = dataclasses.field(default="", repr=False)
 
@@ -131,6 +133,7 @@ class Settings:
             log_format=env.get("PORTAL_LOG_FORMAT", "").strip().lower() or cls.log_format,
             log_level=env.get("PORTAL_LOG_LEVEL", "").strip().upper() or cls.log_level,
             metrics_token=env.get("PORTAL_METRICS_TOKEN", "").strip(),
+            encryption_keys=_list(env.get("PORTAL_ENCRYPTION_KEYS", "")),
         )
 
 

@@ -29,6 +29,8 @@ from tests.support.s3 import S3Server
 from tests.support.s3 import s3_server as serve_s3
 
 BACKENDS = ("sqlite", "postgresql")
+# The Fernet key that encrypts stored provider and connector secrets in tests (PORTAL_ENCRYPTION_KEYS).
+ENCRYPTION_KEY = "q0AnUOhwsJRxY3gMw0rWjSUm1H1sEXwx0h2oc0jBrUw="
 START = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
 
 
@@ -88,7 +90,8 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(database_url="unused://", storage_dir=tmp_path / "documents", base_url="http://testserver")
+    return Settings(database_url="unused://", storage_dir=tmp_path / "documents", base_url="http://testserver",
+                    encryption_keys=(ENCRYPTION_KEY,))
 
 
 @pytest.fixture
