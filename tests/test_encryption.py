@@ -4,6 +4,7 @@ rotate without downtime, and a missing or wrong key is a clear error naming the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -19,7 +20,19 @@ from portal.encryption import EncryptionKeyError, SecretBox, generate_key
 from portal.settings import Settings
 
 OLD, NEW = generate_key(), generate_key()
-SECRETS = ("test_mollie_0123456789abcdef", "sk_test_stripe_0123456789", "whsec_hook_0123456789")
+# As long as real ones: a sealed Stripe key (107 characters) is about 250.
+SECRETS = ("test_mollie_0123456789abcdef", "sk_test_" + "5" * 99, "whsec_hook_0123456789")
+
+
+def test_long_keys_fit_once_sealed(database: Database, clock: Any) -> None:
+    from portal.domain import organizations as orgs
+    from portal.domain.payment_settings import configure
+
+    org = database.run(orgs.create_organization, "acme", "Acme", clock.now())
+    database.run(configure, org.id, clock.now(), SecretBox([OLD]), stripe_api_key=SECRETS[1],
+                 mollie_api_key=SECRETS[0])
+    config = database.run(config_for, org.id, Settings(encryption_keys=(OLD,)))
+    assert (config.stripe_api_key, config.mollie_api_key) == SECRETS[:2]
 
 
 def test_a_sealed_secret_opens_with_any_listed_key_and_reseals_with_the_first() -> None:

@@ -13,9 +13,10 @@ payment_settings = sa.Table(
     metadata,
     sa.Column("organization_id", Id, sa.ForeignKey("organizations.id"), primary_key=True),
     sa.Column("providers", sa.JSON()),
-    sa.Column("mollie_api_key", sa.String(200)),
+    # Encrypted (portal.encryption): a sealed key is longer than the key, so the columns are unbounded text.
+    sa.Column("mollie_api_key", sa.Text()),
     sa.Column("mollie_methods", sa.JSON()),
-    sa.Column("stripe_api_key", sa.String(200)),
+    sa.Column("stripe_api_key", sa.Text()),
     sa.Column("stripe_webhook_secrets", sa.JSON()),
     sa.Column("updated_at", Timestamp, nullable=False),
 )

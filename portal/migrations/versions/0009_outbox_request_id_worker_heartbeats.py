@@ -1,4 +1,4 @@
-"""outbox_events: the request id that caused each event; worker_heartbeats
+"""outbox_events: the request id that caused each event; worker_heartbeats; provider keys as text (encrypted)
 
 Revision ID: 0009
 Revises: 0005
@@ -24,9 +24,15 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_success_at", sa.DateTime(timezone=True), nullable=False),
     )
+    with op.batch_alter_table("payment_settings") as batch:
+        for column in ("mollie_api_key", "stripe_api_key"):
+            batch.alter_column(column, type_=sa.Text(), existing_type=sa.String(200))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("payment_settings") as batch:
+        for column in ("mollie_api_key", "stripe_api_key"):
+            batch.alter_column(column, type_=sa.String(200), existing_type=sa.Text())
     op.drop_table("worker_heartbeats")
     with op.batch_alter_table("outbox_events") as batch:
         batch.drop_column("request_id")
