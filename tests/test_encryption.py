@@ -32,7 +32,7 @@ def test_long_keys_fit_once_sealed(database: Database, clock: Any) -> None:
     database.run(configure, org.id, clock.now(), SecretBox([OLD]), stripe_api_key=SECRETS[1],
                  mollie_api_key=SECRETS[0])
     config = database.run(config_for, org.id, Settings(encryption_keys=(OLD,)))
-    assert (config.stripe_api_key, config.mollie_api_key) == SECRETS[:2]
+    assert (config.mollie_api_key, config.stripe_api_key) == SECRETS[:2]
 
 
 def test_a_sealed_secret_opens_with_any_listed_key_and_reseals_with_the_first() -> None:
