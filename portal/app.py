@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from asgi_correlation_id import CorrelationIdMiddleware
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,15 +18,17 @@ from portal.db import Database
 from portal.i18n import TEMPLATES_DIR
 from portal.services import Services
 from portal.settings import Settings
-from portal.storage import DocumentStore
+from portal.storage import open_store
 from portal.providers.registry import ProviderRegistry
 from portal.tokens import TokenService
 from portal.web.api import connectors, customers, documents, events, invoices, lifecycle, links, remarks, send
 from portal.web.api.context import authenticate_request, json_response
 from portal.web.api.operations import Api
-from portal.web import brand, webhooks
+from portal.web import brand, health, metrics, webhooks
 from portal.web.errors import handlers
 from portal.web.headers import SecurityHeaders, provider_origins
+from portal.web.metrics import RequestMetrics
+from portal.web.request_context import RouteContext, valid_request_id
 from portal.web.portal import pages as portal_pages
 from portal.web.portal import pay
 
@@ -45,7 +48,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, database: Data
         settings=settings,
         db=database or Database.from_url(settings.database_url, echo=settings.echo_sql),
         clock=clock,
-        documents=DocumentStore(settings.storage_dir),
+        documents=open_store(settings.document_store_url),
         tokens=TokenService(settings.signing_keys, clock),
         providers=ProviderRegistry(settings),
     )
@@ -63,18 +66,27 @@ def create_app(settings: Settings, *, clock: Clock | None = None, database: Data
         if database is None:
             services.db.dispose()
 
+    routes = [
+        Mount("/api/v1", routes=[Route("/openapi.json", openapi), *api.routes(authenticate_request)]),
+        *portal_pages.routes,
+        *pay.routes,
+        *webhooks.routes,
+        *brand.routes,
+        *health.routes,
+        *metrics.routes,
+        Mount("/static", StaticFiles(directory=TEMPLATES_DIR.parent / "static"), name="static"),
+    ]
     app = Starlette(
-        routes=[
-            Mount("/api/v1", routes=[Route("/openapi.json", openapi), *api.routes(authenticate_request)]),
-            *portal_pages.routes,
-            *pay.routes,
-            *webhooks.routes,
-            *brand.routes,
-            Mount("/static", StaticFiles(directory=TEMPLATES_DIR.parent / "static"), name="static"),
-        ],
+        routes=routes,
         exception_handlers=handlers(),
-        middleware=[Middleware(SecurityHeaders, https=settings.is_https,
-                               form_targets=provider_origins(settings))],
+        middleware=[
+            # X-Request-ID: kept from a proxy when it looks like an id, else made; returned in the response.
+            Middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id,
+                       transformer=str),
+            Middleware(RouteContext, routes=routes),
+            Middleware(RequestMetrics),
+            Middleware(SecurityHeaders, https=settings.is_https, form_targets=provider_origins(settings)),
+        ],
         lifespan=lifespan,
     )
     app.state.services = services

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import sqlite3
 import sys
+from pathlib import Path
 
 import click
 
@@ -15,9 +17,10 @@ from portal.db.migrate import upgrade
 from portal.demo import DEMO_SLUG, issue_demo_links, load_demo, rotate_demo_key, sample_pdf
 from portal.domain import organizations as orgs
 from portal.domain.links import issue_url, revoke_links
+from portal.encryption import EncryptionKeyError, SecretBox, generate_key
 from portal.errors import QuittanceError
 from portal.settings import Settings
-from portal.storage import DocumentStore
+from portal.storage import StorageError, open_store
 from portal.tokens import TokenService
 
 
@@ -62,6 +65,20 @@ def db_upgrade() -> None:
     settings = _settings()
     upgrade(settings.database_url)
     click.echo("database is at the latest schema")
+
+
+@db.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def db_backup(path: Path) -> None:
+    """Write a consistent copy of the SQLite database to PATH (a new file), safe while the server runs."""
+    from portal.db.backup import BackupError, backup_sqlite
+
+    try:
+        size = backup_sqlite(_settings().database_url, path)
+    except (BackupError, sqlite3.Error) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"backed up to {path} ({size:,} bytes); documents are backed up separately (docs/operations.md)")
 
 
 @main.group()
@@ -129,7 +146,7 @@ def demo_load() -> None:
     """Create the demo organization with its customers, invoices and PDFs, or bring it back to them.
 
     Safe to run again: the same day, nothing changes."""
-    summary = _run(load_demo, DocumentStore(_settings().storage_dir), SystemClock().now())
+    summary = _run(load_demo, open_store(_settings().document_store_url), SystemClock().now())
     click.echo(summary.describe())
 
 
@@ -232,6 +249,34 @@ def org_brand(org_slug: str, color: str | None, contact_email: str | None, conta
     click.echo(f"branding of {org_slug} updated")
 
 
+@main.group()
+def documents() -> None:
+    """Stored PDFs and logos."""
+
+
+@documents.command("migrate")
+@click.option("--to", "target_url", required=True, metavar="URL",
+              help="The store to copy into: a directory, file:///path or s3://bucket/prefix.")
+def documents_migrate(target_url: str) -> None:
+    """Copy every stored document from the configured store (PORTAL_STORAGE_URL) to another, verifying each by
+    its SHA-256. Running it again copies only what is missing. Then point PORTAL_STORAGE_URL at the target."""
+    from portal.storage.migrate import migrate_documents
+
+    source = open_store(_settings().document_store_url)
+    try:
+        target = open_store(target_url)
+        summary = migrate_documents(source, target)
+    except (ValueError, StorageError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{summary.copied} copied, {summary.already_there} already there, "
+               f"{summary.copied + summary.already_there} verified by SHA-256 in {target!r}")
+    if summary.mismatched:
+        click.echo(f"error: {len(summary.mismatched)} documents in the target do not match their hash: "
+                   + ", ".join(summary.mismatched), err=True)
+        sys.exit(1)
+
+
 @main.command("reconcile")
 @click.option("--quiet-minutes", type=int, default=15, show_default=True,
               help="Ask about checkouts that have heard nothing for this long.")
@@ -273,11 +318,43 @@ def payments_configure(org_slug: str, providers: str | None, mollie_key: str | N
     def split(value: str | None) -> list[str] | None:
         return [v.strip() for v in value.split(",") if v.strip()] if value is not None else None
 
-    _run(lambda conn: configure(conn, orgs.get_organization(conn, org_slug).id, SystemClock().now(),
+    box = _secret_box()
+    _run(lambda conn: configure(conn, orgs.get_organization(conn, org_slug).id, SystemClock().now(), box,
                                 providers=split(providers), mollie_api_key=mollie_key,
                                 mollie_methods=split(mollie_methods), stripe_api_key=stripe_key,
                                 stripe_webhook_secrets=list(stripe_secrets) or None))
     click.echo(f"payment settings of {org_slug} updated")
+
+
+@main.group("secrets")
+def secrets_group() -> None:
+    """Encryption of provider and connector secrets at rest (PORTAL_ENCRYPTION_KEYS)."""
+
+
+@secrets_group.command("generate-key")
+def secrets_generate_key() -> None:
+    """Print a new Fernet key. To rotate: put it first in PORTAL_ENCRYPTION_KEYS (keep the old ones after it),
+    restart, run `portal secrets rotate`, then drop the old keys."""
+    click.echo(generate_key())
+
+
+@secrets_group.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every stored secret with the newest key (and encrypt any stored before encryption)."""
+    from portal.domain import stored_secrets
+
+    box = _secret_box()
+    changed = _run(stored_secrets.reseal_all, box)
+    click.echo(f"re-encrypted the secrets of {changed} row(s) with the newest key")
+
+
+def _secret_box() -> SecretBox:
+    """The configured keys, or exit 2 with the message that names PORTAL_ENCRYPTION_KEYS."""
+    try:
+        return SecretBox(_settings().encryption_keys)
+    except EncryptionKeyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
 
 
 @main.command()
@@ -383,7 +460,7 @@ def _store_logo(path: str) -> tuple[str, str]:
     if media_type is None:
         click.echo("error: the logo must be a PNG or JPEG file", err=True)
         sys.exit(1)
-    store = DocumentStore(_settings().storage_dir)
+    store = open_store(_settings().document_store_url)
     file, temp = store.temporary_file()
     with file, open(path, "rb") as source:
         shutil.copyfileobj(source, file)
@@ -397,6 +474,9 @@ def _run(fn, *args):  # type: ignore[no-untyped-def]
     except QuittanceError as exc:
         click.echo(f"error: {exc.detail}", err=True)
         sys.exit(1)
+    except EncryptionKeyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     finally:
         database.dispose()
 

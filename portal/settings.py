@@ -57,6 +57,8 @@ class SmtpSettings:
 class Settings:
     database_url: str = "sqlite:///var/quittance.db"
     storage_dir: Path = Path("var/documents")
+    # Where documents live when not in `storage_dir`: `s3://bucket/prefix` (portal.storage). Empty: the directory.
+    storage_url: str = ""
     base_url: str = "http://127.0.0.1:8000"
     limits: Limits = dataclasses.field(default_factory=Limits)
     # Keys that sign debtor links and sessions, newest first: the first signs, all verify, so a key can be
@@ -79,10 +81,21 @@ class Settings:
     connectors_allow_private_networks: bool = False
     # Debug logging of SQL; never on in production.
     echo_sql: bool = False
+    # Log lines as readable text or one JSON object per line (portal.logs), and from which level.
+    log_format: str = "text"
+    log_level: str = "INFO"
+    # Fernet keys that encrypt provider and connector secrets in the database, newest first (portal.encryption).
+    encryption_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    # Bearer token that GET /metrics demands; empty: no /metrics at all (404).
+    metrics_token: str = dataclasses.field(default="", repr=False)
 
     @property
     def signing_keys(self) -> tuple[str, ...]:
         return self.secret_keys or (DEVELOPMENT_KEY,)
+
+    @property
+    def document_store_url(self) -> str:
+        return self.storage_url or str(self.storage_dir)
 
     @property
     def is_https(self) -> bool:
@@ -101,6 +114,7 @@ class Settings:
         return cls(
             database_url=env.get("PORTAL_DATABASE_URL") or cls.database_url,
             storage_dir=Path(env.get("PORTAL_STORAGE_DIR") or cls.storage_dir),
+            storage_url=env.get("PORTAL_STORAGE_URL", "").strip(),
             base_url=(env.get("PORTAL_BASE_URL") or cls.base_url).rstrip("/"),
             limits=limits,
             secret_keys=_list(env.get("PORTAL_SECRET_KEYS", "")),
@@ -116,6 +130,10 @@ class Settings:
                 mail_from=env.get("PORTAL_MAIL_FROM", "").strip()),
             connectors_allow_private_networks=env.get("PORTAL_CONNECTORS_ALLOW_PRIVATE_NETWORKS", "") == "1",
             echo_sql=env.get("PORTAL_ECHO_SQL", "") == "1",
+            log_format=env.get("PORTAL_LOG_FORMAT", "").strip().lower() or cls.log_format,
+            log_level=env.get("PORTAL_LOG_LEVEL", "").strip().upper() or cls.log_level,
+            metrics_token=env.get("PORTAL_METRICS_TOKEN", "").strip(),
+            encryption_keys=_list(env.get("PORTAL_ENCRYPTION_KEYS", "")),
         )
 
 

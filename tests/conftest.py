@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,8 +25,12 @@ from portal.db.migrate import upgrade
 from portal.domain import organizations as orgs
 from portal.settings import Settings
 from tests.support.postgres import throwaway_cluster
+from tests.support.s3 import S3Server
+from tests.support.s3 import s3_server as serve_s3
 
 BACKENDS = ("sqlite", "postgresql")
+# The Fernet key that encrypts stored provider and connector secrets in tests (PORTAL_ENCRYPTION_KEYS).
+ENCRYPTION_KEY = "q0AnUOhwsJRxY3gMw0rWjSUm1H1sEXwx0h2oc0jBrUw="
 START = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
 
 
@@ -85,7 +90,8 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(database_url="unused://", storage_dir=tmp_path / "documents", base_url="http://testserver")
+    return Settings(database_url="unused://", storage_dir=tmp_path / "documents", base_url="http://testserver",
+                    encryption_keys=(ENCRYPTION_KEY,))
 
 
 @pytest.fixture
@@ -136,3 +142,20 @@ def tenant(app: Any, database: Database, clock: FrozenClock) -> Tenant:
 @pytest.fixture
 def other_tenant(app: Any, database: Database, clock: FrozenClock) -> Tenant:
     return Tenant(app, database, "globex", clock.now())
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One real S3-compatible server on loopback for the run (tests/support/s3.py)."""
+    with serve_s3(tmp_path_factory.mktemp("s3") / "buckets") as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket on the loopback S3 server, and the standard AWS_* variables pointing boto3 at it; its
+    s3:// URL with a prefix, as an operator would write PORTAL_STORAGE_URL."""
+    for name, value in s3_server.environment.items():
+        monkeypatch.setenv(name, value)
+    bucket = "b" + secrets.token_hex(6)
+    return f"{s3_server.bucket(bucket)}/documents"

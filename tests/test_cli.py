@@ -11,12 +11,14 @@ from starlette.testclient import TestClient
 from portal.app import create_app
 from portal.cli import main
 from portal.settings import Settings
+from tests.conftest import ENCRYPTION_KEY
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     monkeypatch.setenv("PORTAL_DATABASE_URL", url)
+    monkeypatch.setenv("PORTAL_ENCRYPTION_KEYS", ENCRYPTION_KEY)
     monkeypatch.chdir(tmp_path)
     return {"PORTAL_DATABASE_URL": url}
 
@@ -87,7 +89,8 @@ def test_payment_settings_from_the_command_line(env: dict[str, str]) -> None:
         "--mollie-methods", "ideal,bancontact", "--stripe-webhook-secret", "whsec_new", "--stripe-webhook-secret",
         "whsec_old")
     database = Database.from_url(env["PORTAL_DATABASE_URL"])
-    config = database.run(lambda conn: config_for(conn, 1, Settings(stripe_api_key="sk_test_default")))
+    config = database.run(lambda conn: config_for(conn, 1, Settings(stripe_api_key="sk_test_default",
+                                                                   encryption_keys=(ENCRYPTION_KEY,))))
     database.dispose()
     assert config.providers == ("mollie",)
     assert config.mollie_methods == ("ideal", "bancontact")

@@ -53,3 +53,13 @@ deliveries = sa.Table(
     sa.Index("ix_deliveries_order", "connector_id", "invoice_id", "id"),
     sa.Index("ix_deliveries_org", "organization_id", "status", "id"),
 )
+
+# One row per `portal worker` (its owner name: host and process), kept current at the end of each loop that
+# finished without an error: how old the newest is says whether delivery upstream is alive.
+worker_heartbeats = sa.Table(
+    "worker_heartbeats",
+    metadata,
+    sa.Column("owner", sa.String(64), primary_key=True),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("last_success_at", Timestamp, nullable=False),
+)

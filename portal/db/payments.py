@@ -13,9 +13,10 @@ payment_settings = sa.Table(
     metadata,
     sa.Column("organization_id", Id, sa.ForeignKey("organizations.id"), primary_key=True),
     sa.Column("providers", sa.JSON()),
-    sa.Column("mollie_api_key", sa.String(200)),
+    # Encrypted (portal.encryption): a sealed key is longer than the key, so the columns are unbounded text.
+    sa.Column("mollie_api_key", sa.Text()),
     sa.Column("mollie_methods", sa.JSON()),
-    sa.Column("stripe_api_key", sa.String(200)),
+    sa.Column("stripe_api_key", sa.Text()),
     sa.Column("stripe_webhook_secrets", sa.JSON()),
     sa.Column("updated_at", Timestamp, nullable=False),
 )
@@ -131,5 +132,8 @@ outbox_events = sa.Table(
     sa.Column("invoice_id", Id, sa.ForeignKey("invoices.id")),
     sa.Column("payload", sa.JSON(), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
+    # The X-Request-ID of the request (or the worker's job) that caused the event: the worker's log lines about
+    # its deliveries carry it, and upstream receives it, so one id follows a change from click to ERP.
+    sa.Column("request_id", sa.String(128)),
     sa.Index("ix_outbox_events_org", "organization_id", "id"),
 )

@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
+from asgi_correlation_id import correlation_id
 
 from portal.db.payments import outbox_events
 from portal.domain.deliveries import fan_out
@@ -24,7 +25,7 @@ def announce(conn: sa.Connection, organization_id: int, event_type: str, payload
     assert event_type in EVENT_TYPES, event_type
     event_id = conn.execute(_INSERT_EVENT, {
         "organization_id": organization_id, "event_type": event_type, "invoice_id": invoice_id,
-        "payload": payload, "created_at": now}).scalar_one()
+        "payload": payload, "created_at": now, "request_id": correlation_id.get()}).scalar_one()
     fan_out(conn, organization_id, event_id, event_type, invoice_id, now)
 
 

@@ -1,14 +1,17 @@
 """Which payment providers an organization offers, with which keys. Anything not set falls back to the
-install's PORTAL_* defaults, which is all a one-organization install needs."""
+install's PORTAL_* defaults, which is all a one-organization install needs. Keys and webhook secrets are stored
+encrypted (portal.encryption) and opened only here."""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
 from portal.db.payments import payment_settings
+from portal.encryption import SecretBox, secret_box
 from portal.errors import InvalidInput
 from portal.settings import Settings
 
@@ -25,11 +28,15 @@ class ProviderConfig:
     stripe_webhook_secrets: tuple[str, ...]
 
 
+SECRET_COLUMNS = ("mollie_api_key", "stripe_api_key", "stripe_webhook_secrets")
+
+
 def config_for(conn: sa.Connection, organization_id: int, settings: Settings) -> ProviderConfig:
     row = conn.execute(sa.select(payment_settings).where(
         payment_settings.c.organization_id == organization_id)).first()
-    mollie_key = (row.mollie_api_key if row else None) or settings.mollie_api_key
-    stripe_key = (row.stripe_api_key if row else None) or settings.stripe_api_key
+    box = secret_box(settings.encryption_keys)
+    mollie_key = (box.open(row.mollie_api_key) if row and row.mollie_api_key else None) or settings.mollie_api_key
+    stripe_key = (box.open(row.stripe_api_key) if row and row.stripe_api_key else None) or settings.stripe_api_key
     configured = tuple(row.providers) if row and row.providers else PROVIDERS
     offered = tuple(p for p in configured if (p == "mollie" and mollie_key) or (p == "stripe" and stripe_key))
     return ProviderConfig(
@@ -37,11 +44,12 @@ def config_for(conn: sa.Connection, organization_id: int, settings: Settings) ->
         mollie_methods=tuple(row.mollie_methods) if row and row.mollie_methods else ("ideal", "bancontact",
                                                                                      "banktransfer", "paypal"),
         stripe_api_key=stripe_key,
-        stripe_webhook_secrets=tuple(row.stripe_webhook_secrets) if row and row.stripe_webhook_secrets
-        else settings.stripe_webhook_secrets)
+        stripe_webhook_secrets=tuple(box.open(secret) for secret in row.stripe_webhook_secrets)
+        if row and row.stripe_webhook_secrets else settings.stripe_webhook_secrets)
 
 
-def configure(conn: sa.Connection, organization_id: int, now: dt.datetime, *, providers: list[str] | None = None,
+def configure(conn: sa.Connection, organization_id: int, now: dt.datetime, box: SecretBox, *,
+              providers: list[str] | None = None,
               mollie_api_key: str | None = None, mollie_methods: list[str] | None = None,
               stripe_api_key: str | None = None, stripe_webhook_secrets: list[str] | None = None) -> None:
     """Change only what is given."""
@@ -50,8 +58,11 @@ def configure(conn: sa.Connection, organization_id: int, now: dt.datetime, *, pr
     if mollie_methods is not None and not set(mollie_methods) <= set(MOLLIE_METHODS):
         raise InvalidInput(f"Mollie methods are {', '.join(MOLLIE_METHODS)}")
     values = {key: value for key, value in {
-        "providers": providers, "mollie_api_key": mollie_api_key, "mollie_methods": mollie_methods,
-        "stripe_api_key": stripe_api_key, "stripe_webhook_secrets": stripe_webhook_secrets}.items()
+        "providers": providers, "mollie_api_key": box.seal(mollie_api_key) if mollie_api_key else mollie_api_key,
+        "mollie_methods": mollie_methods,
+        "stripe_api_key": box.seal(stripe_api_key) if stripe_api_key else stripe_api_key,
+        "stripe_webhook_secrets": [box.seal(secret) for secret in stripe_webhook_secrets]
+        if stripe_webhook_secrets is not None else None}.items()
         if value is not None}
     exists = conn.scalar(sa.select(payment_settings.c.organization_id).where(
         payment_settings.c.organization_id == organization_id))
@@ -60,3 +71,35 @@ def configure(conn: sa.Connection, organization_id: int, now: dt.datetime, *, pr
     else:
         conn.execute(payment_settings.update().where(payment_settings.c.organization_id == organization_id)
                      .values(updated_at=now, **values))
+
+
+def stored_secrets(conn: sa.Connection) -> list[tuple[int, dict[str, Any]]]:
+    """Every organization's stored secret columns as they are in the database (sealed or not)."""
+    rows = conn.execute(sa.select(payment_settings.c.organization_id,
+                                  *(payment_settings.c[name] for name in SECRET_COLUMNS))).all()
+    return [(row.organization_id, {name: getattr(row, name) for name in SECRET_COLUMNS if getattr(row, name)})
+            for row in rows]
+
+
+def reseal(conn: sa.Connection, box: SecretBox) -> int:
+    """Encrypt every stored provider secret with the newest key; how many organizations' rows changed."""
+    changed = 0
+    for organization_id, secrets in stored_secrets(conn):
+        values: dict[str, Any] = {}
+        for name, stored in secrets.items():
+            values[name] = ([box.reseal(item) for item in stored] if name == "stripe_webhook_secrets"
+                            else box.reseal(stored))
+        if values:
+            conn.execute(payment_settings.update().where(payment_settings.c.organization_id == organization_id)
+                         .values(**values))
+            changed += 1
+    return changed
+
+
+def check_keys(conn: sa.Connection, box: SecretBox) -> None:
+    """At start-up: raise EncryptionKeyError (naming PORTAL_ENCRYPTION_KEYS) unless every stored secret opens,
+    so that a missing or wrong key stops the start instead of failing the first payment."""
+    for _organization_id, secrets in stored_secrets(conn):
+        for name, stored in secrets.items():
+            for item in (stored if name == "stripe_webhook_secrets" else [stored]):
+                box.open(item)

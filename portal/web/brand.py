@@ -11,6 +11,7 @@ from starlette.routing import Route
 from portal.db.organizations import organizations
 from portal.domain.organizations import is_color
 from portal.errors import NotFound
+from portal.storage import read_bytes
 
 def _luminance(hex_color: str) -> float:
     def channel(value: int) -> float:
@@ -54,7 +55,7 @@ async def logo(request: Request) -> Response:
     store = request.app.state.services.documents
     if not store.exists(row.logo_sha256):
         raise NotFound("no logo")
-    return Response(store.path_of(row.logo_sha256).read_bytes(), media_type=row.logo_type,
+    return Response(read_bytes(store, row.logo_sha256), media_type=row.logo_type,
                     headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"})
 
 

@@ -9,7 +9,8 @@ from starlette.testclient import TestClient
 
 from portal.db.payments import payments, provider_events
 from portal.domain.payment_settings import configure
-from tests.conftest import Tenant
+from portal.encryption import SecretBox
+from tests.conftest import ENCRYPTION_KEY, Tenant
 from tests.support.providers import mollie, stripe_emulator  # noqa: F401
 from tests.web.test_checkout import app, checkout, count, debtor, invoice_state  # noqa: F401
 from tests.web.test_portal import Debtor
@@ -26,7 +27,8 @@ def test_secrets_changed_in_the_database_hold_from_the_next_event(
 
     def secrets(*values: str) -> None:
         # The frozen clock does not move: the row's updated_at stays the same, only the secrets change.
-        database.run(configure, tenant.org.id, clock.now(), stripe_webhook_secrets=list(values))
+        database.run(configure, tenant.org.id, clock.now(), SecretBox((ENCRYPTION_KEY,)),
+                     stripe_webhook_secrets=list(values))
 
     def post(event: dict[str, Any], secret: str) -> int:
         body, headers = stripe_emulator.build_webhook(event, secret=secret)

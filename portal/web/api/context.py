@@ -12,6 +12,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from portal import logs
 from portal.domain.organizations import Organization, authenticate
 from portal.errors import FieldError, InvalidInput, NotFound, Unauthenticated
 from portal.services import Services
@@ -51,6 +52,7 @@ async def authenticate_request(request: Request, handler: Handler) -> Response:
         raise Unauthenticated("send Authorization: Bearer <API key>")
     services = services_of(request)
     organization = await services.db.read(authenticate, key.strip())
+    logs.organization.set(organization.slug)
     return await handler(ApiContext(request, organization, services))
 
 

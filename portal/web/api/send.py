@@ -43,7 +43,7 @@ from portal.mail import (
     MAX_ATTACHMENT_BYTES, Attachment, MailError, build_message, message_id, render, send, valid_address,
 )
 from portal.i18n import Formatter, language_of, translations
-from portal.storage import DocumentStore
+from portal.storage import DocumentStore, read_bytes
 from portal.tokens import PORTAL_LINK
 from portal.web.api.context import ApiContext, json_response
 from portal.web.api.convert import iso
@@ -135,12 +135,9 @@ def _attachment(store: DocumentStore, invoice: InvoiceMail) -> tuple[Attachment 
         return None, None
     if (invoice.document_size or 0) > MAX_ATTACHMENT_BYTES:
         return None, "too_large"
-    path = store.path_of(invoice.document_sha256)
-    try:
-        with path.open("rb") as file:
-            content = file.read(MAX_ATTACHMENT_BYTES + 1)
-    except FileNotFoundError:
+    if not store.exists(invoice.document_sha256):
         return None, "missing"
+    content = read_bytes(store, invoice.document_sha256)
     if len(content) > MAX_ATTACHMENT_BYTES:
         return None, "too_large"
     return Attachment(safe_filename(invoice.number, "pdf"), content), None

@@ -243,7 +243,9 @@ async def download_zip(request: Request) -> Response:
     with os.fdopen(handle, "wb") as file, zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
         for row in with_documents:
             entry = _unique(names, row.number or row.external_id)
-            archive.write(store.path_of(row.document_sha256), entry)
+            with archive.open(entry, "w") as member:
+                for chunk in store.iter_bytes(row.document_sha256):
+                    member.write(chunk)
     size = os.path.getsize(name)
 
     def chunks() -> Any:
