@@ -15,9 +15,9 @@ from portal.domain import deliveries
 from portal.errors import FieldError, InvalidInput, NotFound
 from portal.web.api.bodies import read_model
 from portal.web.api.context import ApiContext, decode_cursor, encode_cursor, json_response, query_limit
-from portal.web.api.convert import iso
+from portal.schemas.convert import iso
 from portal.web.api.operations import Api, QueryParam
-from portal.web.api.schemas import Strict
+from portal.schemas.models import Strict
 
 
 class ConnectorIn(Strict):

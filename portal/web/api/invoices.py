@@ -17,11 +17,11 @@ from portal.web.api.bodies import (
 from portal.web.api.context import (
     ApiContext, decode_cursor, encode_cursor, json_response, query_bool, query_datetime, query_limit,
 )
-from portal.web.api.convert import (
+from portal.schemas.convert import (
     conflict_output, invoice_body_dict, invoice_input, invoice_output, timeline_output,
 )
 from portal.web.api.operations import Api, QueryParam
-from portal.web.api.schemas import (
+from portal.schemas.models import (
     BatchInvoice, BatchResult, ConflictOut, ConflictPage, InvoiceBatch, InvoiceBatchEnvelope, InvoiceBody, InvoiceDetail, InvoicePage,
     InvoiceWriteResult,
 )

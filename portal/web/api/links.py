@@ -15,7 +15,7 @@ from portal.domain.customers import get_customer
 from portal.web.api.bodies import read_model
 from portal.web.api.context import ApiContext, json_response
 from portal.web.api.operations import Api
-from portal.web.api.schemas import ExternalId, Strict
+from portal.schemas.models import ExternalId, Strict
 from portal.web.portal.i18n import language_of, translations
 
 # The tags billing and dunning tools already put in their emails (seeds 003 and 002).
