@@ -33,9 +33,9 @@ from portal.db import Database
 from portal.domain.customers import CustomerInput, upsert_customer
 from portal.domain.invoices import InvoiceInput, upsert_invoices
 from portal.errors import Conflict, FieldError, InvalidInput, QuittanceError
-from portal.web.api.bodies import validate
 from portal.schemas.convert import customer_input, invoice_input
 from portal.schemas.models import BatchInvoice, CustomerIn
+from portal.schemas.validation import validate
 
 DEFAULTS: dict[str, Any] = {
     "headers": {}, "params": {}, "items_path": None, "next_path": None, "page_param": None, "first_page": 1,

@@ -11,9 +11,8 @@ from starlette.responses import Response
 
 from portal.domain import invoices as domain
 from portal.errors import FieldError, InvalidInput, QuittanceError
-from portal.web.api.bodies import (
-    may_contain_control_characters, parse_json, read_bounded, require_content_type, validate, validate_each,
-)
+from portal.schemas.validation import may_contain_control_characters, validate, validate_each
+from portal.web.api.bodies import parse_json, read_bounded, require_content_type
 from portal.web.api.context import (
     ApiContext, decode_cursor, encode_cursor, json_response, query_bool, query_datetime, query_limit,
 )
