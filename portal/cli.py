@@ -339,16 +339,17 @@ def connector_put(org_slug: str, name: str, kind: str, settings_json: str) -> No
 
     from portal.connectors import registry
     from portal.domain.connectors import put
+    from portal.errors import InvalidInput
 
     try:
         settings = json.loads(settings_json)
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}") from exc
     allow_private = _settings().connectors_allow_private_networks
-    problems = (registry.validate(kind, settings, allow_private_networks=allow_private) if isinstance(settings, dict)
-                else ["settings: a JSON object"])
-    if problems:
-        click.echo("error: " + "; ".join(problems), err=True)
+    try:
+        registry.validate(kind, settings, allow_private_networks=allow_private)
+    except InvalidInput as exc:
+        click.echo("error: " + "; ".join(f"{e.path}: {e.message}" for e in exc.errors), err=True)
         sys.exit(1)
     types = registry.event_types(kind, settings)
     result = _run(lambda conn: put(conn, orgs.get_organization(conn, org_slug).id, name, kind, settings, types,

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from portal.clock import Clock, SystemClock, as_utc
 from portal.connectors import registry
+from portal.connectors.network import connector_client
 from portal.connectors.pull_import import PullImporter
 from portal.connectors.base import Connector, Event, Result
 from portal.db import Database
@@ -93,7 +94,8 @@ class Worker:
         self.clock = clock or SystemClock()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         # (client, how many deliveries it carries at once); together as many as `concurrency`.
-        self._clients = [(client, self.options.concurrency)] if client else _clients(self.options)
+        self._clients = ([(client, self.options.concurrency)] if client
+                         else _clients(self.options, settings.connectors_allow_private_networks))
         self._client = self._clients[0][0]
         self._connectors: dict[tuple[int, dt.datetime, int], Connector] = {}
         self._next_reconcile = 0.0
@@ -231,12 +233,13 @@ class Worker:
 CONNECTIONS_PER_CLIENT = 4
 
 
-def _clients(options: WorkerSettings) -> list[tuple[httpx.AsyncClient, int]]:
+def _clients(options: WorkerSettings, allow_private_networks: bool) -> list[tuple[httpx.AsyncClient, int]]:
+    """Connectors' clients: each connection checked against internal addresses (portal.connectors.network)."""
     ssl_context = httpx.create_ssl_context()  # the clients' default, made once rather than per client
     widths = [min(CONNECTIONS_PER_CLIENT, options.concurrency - start)
               for start in range(0, max(1, options.concurrency), CONNECTIONS_PER_CLIENT)]
-    return [(httpx.AsyncClient(timeout=httpx.Timeout(options.timeout_seconds), follow_redirects=False,
-                               limits=httpx.Limits(max_connections=width), verify=ssl_context), width)
+    return [(connector_client(allow_private_networks=allow_private_networks, timeout=options.timeout_seconds,
+                              max_connections=width, ssl_context=ssl_context), width)
             for width in widths]
 
 

@@ -51,12 +51,13 @@ def control_character_errors(data: Any, path: str = "") -> list[FieldError]:
     return []
 
 
-def validate(model: type[M], data: Any, prefix: str = "") -> M:
-    """Validate JSON-shaped data in JSON mode (so "2026-01-31" is a date and "12" is not a number)."""
+def validate(model: type[M], data: Any, prefix: str = "", context: dict[str, Any] | None = None) -> M:
+    """Validate JSON-shaped data in JSON mode (so "2026-01-31" is a date and "12" is not a number); `context`
+    reaches the model's validators (e.g. whether connectors may call private networks)."""
     if errors := control_character_errors(data, prefix):
         raise InvalidInput("The request has invalid fields.", errors)
     try:
-        return model.model_validate_json(orjson.dumps(data))
+        return model.model_validate_json(orjson.dumps(data), context=context)
     except pydantic.ValidationError as exc:
         raise InvalidInput("The request has invalid fields.", field_errors(exc, prefix)) from exc
 
