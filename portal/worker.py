@@ -213,8 +213,8 @@ class Worker:
         due = await run_in_threadpool(self.db.run, lambda conn: conn.execute(sa.select(connectors).where(
             connectors.c.type == "pull_import", connectors.c.next_run_at <= now)).all(), write=False)
         for row in due:
-            importer = PullImporter(row.settings, self._client)
             try:
+                importer = PullImporter(row.settings, self._client)
                 report = await importer.run(self.db, row.organization_id, row.cursor, now)
                 summary: dict[str, Any] = {"at": now.isoformat(), **report.__dict__}
                 cursor = report.cursor

@@ -169,7 +169,10 @@ class PullImporter:
         (portal.connectors.network)."""
         values = validate(PullImportSettings, settings, "/settings", context={"allow_private_networks": True})
         self.client = client
-        self.url = httpx.URL(values.url)
+        try:
+            self.url = httpx.URL(values.url)
+        except httpx.InvalidURL as exc:
+            raise InvalidInput("invalid fields", [FieldError("/settings/url", f"not a usable URL ({exc})")]) from None
         self.headers = {"Accept": "application/json", **values.headers}
         self.params = {key: str(value) for key, value in values.params.items()}
         self.items_path = values.items_path
