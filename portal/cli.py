@@ -16,13 +16,19 @@ from portal.demo import DEMO_SLUG, issue_demo_links, load_demo, rotate_demo_key,
 from portal.domain import organizations as orgs
 from portal.domain.links import issue_url, revoke_links
 from portal.errors import QuittanceError
-from portal.settings import Settings
+from portal.settings import Settings, SettingsError
 from portal.storage import DocumentStore
 from portal.tokens import TokenService
 
 
 def _settings() -> Settings:
-    return Settings.from_env()
+    """The settings from the environment; a bad PORTAL_* value ends the command with one line naming the
+    variable and what it accepts (status 2, as for any other bad usage), not a traceback."""
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
 
 
 def _database() -> Database:
@@ -32,6 +38,7 @@ def _database() -> Database:
 @click.group()
 def main() -> None:
     """Quittance: customer invoice and payment portal."""
+    _settings()  # every command stops here on a bad setting, before it does anything
 
 
 @main.command()

@@ -38,7 +38,7 @@ from portal.domain import deliveries as outbox
 from portal.money import format_minor
 from portal.providers.registry import ProviderRegistry
 from portal.reconcile import reconcile
-from portal.settings import Settings
+from portal.settings import Environment, Settings
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,8 @@ class WorkerSettings:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> WorkerSettings:
-        env = os.environ if environ is None else environ
-        names = {"batch": int, "concurrency": int, "lease_seconds": float, "max_attempts": int,
-                 "timeout_seconds": float, "idle_poll_seconds": float, "reconcile_seconds": float}
-        return cls(**{name: kind(env[f"PORTAL_WORKER_{name.upper()}"]) for name, kind in names.items()
-                      if f"PORTAL_WORKER_{name.upper()}" in env})
+        """PORTAL_WORKER_* as read and checked with the other settings (portal.settings.Environment)."""
+        return cls(**Environment.read(environ).worker_options())
 
 
 async def run_until_signalled(db: Database, settings: Settings) -> None:
