@@ -31,11 +31,10 @@ from pydantic import AfterValidator, StringConstraints
 
 from portal.clock import Clock, SystemClock
 from portal.connectors.base import Event, Result
-from portal.connectors.urls import refusal
 from portal.mail import MailError, build_message, message_id, render, send, valid_address
 from portal.money import MoneyError, parse_minor
 from portal.schemas.models import Strict
-from portal.schemas.validation import validate
+from portal.schemas.validation import refusal, validate
 from portal.settings import Settings, SmtpSettings
 from portal.web.portal.i18n import LANGUAGES, Formatter, language_of, translations
 

@@ -30,10 +30,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, model_validator
 
-from portal.connectors.urls import refusal
 from portal.money import MoneyError, format_minor
 from portal.schemas.models import Strict
-from portal.schemas.validation import validate
+from portal.schemas.validation import refusal, validate
 
 INVOICE_FIELDS = ("external_id", "number", "kind", "status", "issue_date", "due_date", "delivery_date", "currency",
                   "total", "amount_due", "title", "header_note", "footer_note", "vat_mention", "store")

@@ -33,14 +33,14 @@ from portal.connectors.mapping import (
     DottedPath, MappedItem, Mapping, MappingError, MappingSpec, Scalar, loads_exact, resolve,
 )
 from portal.connectors.status_patch import HeaderName, HeaderValue
-from portal.connectors.urls import refusal, upstream_url
+from portal.connectors.urls import upstream_url
 from portal.db import Database
 from portal.domain.customers import CustomerInput, upsert_customer
 from portal.domain.invoices import InvoiceInput, upsert_invoices
 from portal.errors import Conflict, FieldError, InvalidInput, QuittanceError
 from portal.schemas.convert import customer_input, invoice_input
 from portal.schemas.models import BatchInvoice, CustomerIn, Strict
-from portal.schemas.validation import validate
+from portal.schemas.validation import refusal, validate
 
 MAX_ERRORS = 50   # item errors listed in one report; the rest are counted
 

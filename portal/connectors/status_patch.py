@@ -17,8 +17,9 @@ from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, 
 
 from portal.connectors.base import Event, EventType, Result
 from portal.connectors.http import send
-from portal.connectors.urls import refusal, templated_url, upstream_url
+from portal.connectors.urls import templated_url, upstream_url
 from portal.schemas.models import Strict
+from portal.schemas.validation import refusal
 
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*)\}")
 METHODS = ("POST", "PUT", "PATCH")

@@ -18,9 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import ValidationInfo
-from pydantic_core import PydanticCustomError
 
 from portal.connectors.network import internal
+from portal.schemas.validation import refusal
 
 LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 LOCAL_SUFFIXES = (".localhost", ".internal", ".local", ".localdomain", ".home.arpa")
@@ -82,11 +82,6 @@ def host_is_internal(host: str) -> bool:
 def allow_private(info: ValidationInfo) -> bool:
     context: Any = info.context or {}
     return bool(context.get("allow_private_networks", False))
-
-
-def refusal(message: str) -> PydanticCustomError:
-    """A validation error whose message is exactly ours (a plain ValueError would read "Value error, ...")."""
-    return PydanticCustomError("connector_setting", message)
 
 
 def upstream_url(url: str, info: ValidationInfo) -> str:

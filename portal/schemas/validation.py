@@ -10,10 +10,17 @@ from typing import Any, TypeVar
 
 import orjson
 import pydantic
+from pydantic_core import PydanticCustomError
 
 from portal.errors import FieldError, InvalidInput
 
 M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+def refusal(message: str) -> PydanticCustomError:
+    """For a model's own validators: an error whose message is exactly ours (a plain ValueError would be
+    reported as "Value error, ...")."""
+    return PydanticCustomError("invalid", message)
 
 
 def pointer(location: tuple[int | str, ...]) -> str:
