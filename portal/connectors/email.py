@@ -70,7 +70,7 @@ class Outgoing:
 class EmailConnectorSettings(Strict):
     finance_address: Annotated[str, AfterValidator(_finance_address)] | None = None
     receipts: bool = False
-    language: Literal[LANGUAGES] = "en"  # type: ignore[valid-type]
+    language: Literal[LANGUAGES] = "en"  # type: ignore[valid-type]  # a Literal built from a tuple, valid at run time
     sender_name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
 

@@ -55,8 +55,13 @@ HeaderName = Annotated[str, StringConstraints(max_length=200), AfterValidator(he
 HeaderValue = Annotated[str, StringConstraints(max_length=8000), AfterValidator(one_line)]
 
 
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
 class RequestSpec(Strict):
-    method: Annotated[Literal[METHODS], BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)]  # type: ignore[valid-type]
+    # Any case is accepted ("patch"); the Literal is built from METHODS, valid at run time, unknown to mypy.
+    method: Annotated[Literal[METHODS], BeforeValidator(_upper)]  # type: ignore[valid-type]
     url: Annotated[str, StringConstraints(max_length=2000), AfterValidator(request_url)]
     body: Any = None
 

@@ -31,7 +31,7 @@ from portal.errors import InvalidInput
 from portal.worker import Worker, WorkerSettings
 from tests.conftest import START, Tenant
 from tests.connectors.test_pull_import import MAPPING, TOKEN, settings_for
-from tests.support.fake_upstream import FakeUpstream, order
+from tests.support.fake_upstream import FakeUpstream, Reply, order
 from tests.support.upstream import Upstream, answer, serve
 
 SECRET = "whsec_upstream_0123456789"
@@ -234,3 +234,20 @@ def test_an_octal_address_is_not_even_a_url_to_the_importer(database: Database, 
         assert fake.requests == []
     assert refused.value.errors[0].path == "/settings/url"
     assert refused.value.errors[0].message.startswith("not a usable URL")
+
+
+def test_the_pull_importer_does_not_follow_a_redirect_inside(database: Database, tenant: Tenant) -> None:
+    """With the opt-out on (a loopback upstream), a redirect is still only reported, never followed."""
+    with FakeUpstream(token=TOKEN, per_page=3) as fake:
+        fake.add(order(1001, updated_at="2026-10-01T10:00:00+00:00", total_ht_cents=10_000))
+        fake.on("GET", "/v2/orders", Reply(302, headers={"location": fake.url("/v2/internal")}))
+
+        async def go() -> ImportReport:
+            async with connector_client(allow_private_networks=True, timeout=5) as client:
+                return await PullImporter(settings_for(fake), client).run(database, tenant.org.id, None, START)
+
+        report = asyncio.run(go())
+
+        assert fake.requests_to("/v2/internal") == []
+    assert report.created == 0
+    assert "redirects are not followed" in report.errors[0]
