@@ -551,7 +551,7 @@ def worker_layout(concurrency: int) -> list[int]:
     """The connections of each of the worker's HTTP clients (portal/worker.py)."""
     from portal.worker import WorkerSettings, _clients
 
-    clients = _clients(WorkerSettings(concurrency=concurrency))
+    clients = _clients(WorkerSettings(concurrency=concurrency), allow_private_networks=True)
     widths = [width for _, width in clients]
     asyncio.run(_close_all([client for client, _ in clients]))
     return widths

@@ -19,13 +19,19 @@ from portal.domain import organizations as orgs
 from portal.domain.links import issue_url, revoke_links
 from portal.encryption import EncryptionKeyError, SecretBox, generate_key
 from portal.errors import QuittanceError
-from portal.settings import Settings
+from portal.settings import Settings, SettingsError
 from portal.storage import StorageError, open_store
 from portal.tokens import TokenService
 
 
 def _settings() -> Settings:
-    return Settings.from_env()
+    """The settings from the environment; a bad PORTAL_* value ends the command with one line naming the
+    variable and what it accepts (status 2, as for any other bad usage), not a traceback."""
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
 
 
 def _database() -> Database:
@@ -35,6 +41,7 @@ def _database() -> Database:
 @click.group()
 def main() -> None:
     """Quittance: customer invoice and payment portal."""
+    _settings()  # every command stops here on a bad setting, before it does anything
 
 
 @main.command()
@@ -416,16 +423,17 @@ def connector_put(org_slug: str, name: str, kind: str, settings_json: str) -> No
 
     from portal.connectors import registry
     from portal.domain.connectors import put
+    from portal.errors import InvalidInput
 
     try:
         settings = json.loads(settings_json)
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}") from exc
     allow_private = _settings().connectors_allow_private_networks
-    problems = (registry.validate(kind, settings, allow_private_networks=allow_private) if isinstance(settings, dict)
-                else ["settings: a JSON object"])
-    if problems:
-        click.echo("error: " + "; ".join(problems), err=True)
+    try:
+        registry.validate(kind, settings, allow_private_networks=allow_private)
+    except InvalidInput as exc:
+        click.echo("error: " + "; ".join(f"{e.path}: {e.message}" for e in exc.errors), err=True)
         sys.exit(1)
     types = registry.event_types(kind, settings)
     result = _run(lambda conn: put(conn, orgs.get_organization(conn, org_slug).id, name, kind, settings, types,

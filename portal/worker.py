@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from portal.clock import Clock, SystemClock, as_utc
 from portal.connectors import registry
+from portal.connectors.network import connector_client
 from portal.connectors.pull_import import PullImporter
 from portal.connectors.base import Connector, Event, Result
 from portal.db import Database
@@ -37,7 +38,7 @@ from portal.domain import deliveries as outbox
 from portal.money import format_minor
 from portal.providers.registry import ProviderRegistry
 from portal.reconcile import reconcile
-from portal.settings import Settings
+from portal.settings import Environment, Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,8 @@ class WorkerSettings:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> WorkerSettings:
-        env = os.environ if environ is None else environ
-        names = {"batch": int, "concurrency": int, "lease_seconds": float, "max_attempts": int,
-                 "timeout_seconds": float, "idle_poll_seconds": float, "reconcile_seconds": float}
-        return cls(**{name: kind(env[f"PORTAL_WORKER_{name.upper()}"]) for name, kind in names.items()
-                      if f"PORTAL_WORKER_{name.upper()}" in env})
+        """PORTAL_WORKER_* as read and checked with the other settings (portal.settings.Environment)."""
+        return cls(**Environment.read(environ).worker_options())
 
 
 async def run_until_signalled(db: Database, settings: Settings) -> None:
@@ -93,7 +91,8 @@ class Worker:
         self.clock = clock or SystemClock()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         # (client, how many deliveries it carries at once); together as many as `concurrency`.
-        self._clients = [(client, self.options.concurrency)] if client else _clients(self.options)
+        self._clients = ([(client, self.options.concurrency)] if client
+                         else _clients(self.options, settings.connectors_allow_private_networks))
         self._client = self._clients[0][0]
         self._connectors: dict[tuple[int, dt.datetime, int], Connector] = {}
         self._next_reconcile = 0.0
@@ -211,8 +210,8 @@ class Worker:
         due = await run_in_threadpool(self.db.run, lambda conn: conn.execute(sa.select(connectors).where(
             connectors.c.type == "pull_import", connectors.c.next_run_at <= now)).all(), write=False)
         for row in due:
-            importer = PullImporter(row.settings, self._client)
             try:
+                importer = PullImporter(row.settings, self._client)
                 report = await importer.run(self.db, row.organization_id, row.cursor, now)
                 summary: dict[str, Any] = {"at": now.isoformat(), **report.__dict__}
                 cursor = report.cursor
@@ -231,12 +230,13 @@ class Worker:
 CONNECTIONS_PER_CLIENT = 4
 
 
-def _clients(options: WorkerSettings) -> list[tuple[httpx.AsyncClient, int]]:
+def _clients(options: WorkerSettings, allow_private_networks: bool) -> list[tuple[httpx.AsyncClient, int]]:
+    """Connectors' clients: each connection checked against internal addresses (portal.connectors.network)."""
     ssl_context = httpx.create_ssl_context()  # the clients' default, made once rather than per client
     widths = [min(CONNECTIONS_PER_CLIENT, options.concurrency - start)
               for start in range(0, max(1, options.concurrency), CONNECTIONS_PER_CLIENT)]
-    return [(httpx.AsyncClient(timeout=httpx.Timeout(options.timeout_seconds), follow_redirects=False,
-                               limits=httpx.Limits(max_connections=width), verify=ssl_context), width)
+    return [(connector_client(allow_private_networks=allow_private_networks, timeout=options.timeout_seconds,
+                              max_connections=width, ssl_context=ssl_context), width)
             for width in widths]
 
 

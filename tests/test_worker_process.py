@@ -33,7 +33,8 @@ def slow_upstream() -> Iterator[tuple[Upstream, str]]:
 def start_worker(database: Any) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PORTAL_DATABASE_URL": database.engine.url.render_as_string(hide_password=False),
            "PORTAL_WORKER_LEASE_SECONDS": "2", "PORTAL_WORKER_BATCH": "20", "PORTAL_WORKER_CONCURRENCY": "8",
-           "PORTAL_WORKER_RECONCILE_SECONDS": "100000", "NO_PROXY": "127.0.0.1,localhost"}
+           "PORTAL_WORKER_RECONCILE_SECONDS": "100000", "NO_PROXY": "127.0.0.1,localhost",
+           "PORTAL_CONNECTORS_ALLOW_PRIVATE_NETWORKS": "1"}
     return subprocess.Popen([sys.executable, "-m", "portal.cli", "worker"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -10,7 +10,11 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from portal.domain.outbox import EVENT_TYPES
+
 Outcome = Literal["delivered", "retry", "failed"]
+# An event type in connector settings; the names are spelled once, in portal.domain.outbox.
+EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]  # a Literal built from a tuple: valid at run time
 
 
 @dataclass(frozen=True)

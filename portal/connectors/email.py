@@ -25,18 +25,27 @@ Outcomes: taken by the server -> delivered; temporary trouble (unreachable, time
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, StringConstraints
 
 from portal.clock import Clock, SystemClock
 from portal.connectors.base import Event, Result
 from portal.i18n import LANGUAGES, Formatter, language_of, translations
 from portal.mail import MailError, build_message, message_id, render, send, valid_address
 from portal.money import MoneyError, parse_minor
+from portal.schemas.models import Strict
+from portal.schemas.validation import refusal, validate
 from portal.settings import Settings, SmtpSettings
 
 RECEIPT_EVENTS = ("invoice.paid", "invoice.partially_paid")
 REMARK_EVENT = "remark.created"
-SETTINGS_KEYS = ("finance_address", "receipts", "language", "sender_name")
+
+
+def _finance_address(value: str) -> str:
+    if valid_address(value) is None:
+        raise refusal("an email address such as finance@example.com")
+    return value
 
 
 @dataclass(frozen=True)
@@ -58,40 +67,25 @@ class Outgoing:
     html: str
 
 
-def settings_problems(settings: Any) -> list[str]:
-    """What is wrong with the settings, one "key: expected" line each; empty when they are fine."""
-    if not isinstance(settings, dict):
-        return ["settings: a JSON object"]
-    problems = []
-    finance = settings.get("finance_address")
-    if finance is not None and (not isinstance(finance, str) or valid_address(finance) is None):
-        problems.append("finance_address: an email address such as finance@example.com")
-    if not isinstance(settings.get("receipts", False), bool):
-        problems.append("receipts: true or false")
-    if settings.get("language", "en") not in LANGUAGES:
-        problems.append(f"language: one of {', '.join(LANGUAGES)}")
-    sender_name = settings.get("sender_name")
-    if sender_name is not None and (not isinstance(sender_name, str) or not 1 <= len(sender_name) <= 200):
-        problems.append("sender_name: a name of 1 to 200 characters")
-    unknown = set(settings) - set(SETTINGS_KEYS)
-    if unknown:
-        problems.append(f"unknown settings: {', '.join(sorted(unknown))}")
-    return problems
+class EmailConnectorSettings(Strict):
+    finance_address: Annotated[str, AfterValidator(_finance_address)] | None = None
+    receipts: bool = False
+    language: Literal[LANGUAGES] = "en"  # type: ignore[valid-type]  # a Literal built from a tuple, valid at run time
+    sender_name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
 
 def parse_settings(settings: dict[str, Any]) -> EmailSettings:
-    problems = settings_problems(settings)
-    if problems:
-        raise ValueError("invalid email connector settings: " + "; ".join(problems))
-    return EmailSettings(finance_address=settings.get("finance_address"), receipts=settings.get("receipts", False),
-                         language=settings.get("language", "en"), sender_name=settings.get("sender_name"))
+    """Raises InvalidInput (field errors under /settings) for settings EmailConnectorSettings refuses."""
+    values = validate(EmailConnectorSettings, settings, "/settings")
+    return EmailSettings(finance_address=values.finance_address, receipts=values.receipts,
+                         language=values.language, sender_name=values.sender_name)
 
 
 class EmailConnector:
     type = "email"
 
     def __init__(self, settings: dict[str, Any], smtp: SmtpSettings, *, clock: Clock | None = None) -> None:
-        """ValueError for settings that `validate_settings` would refuse."""
+        """InvalidInput for settings that EmailConnectorSettings refuses."""
         self.settings = parse_settings(settings)
         self.smtp = smtp
         self.clock = clock or SystemClock()
@@ -99,10 +93,6 @@ class EmailConnector:
     @classmethod
     def from_settings(cls, settings: dict[str, Any], app_settings: Settings) -> EmailConnector:
         return cls(settings, app_settings.smtp)
-
-    @staticmethod
-    def validate_settings(settings: dict[str, Any]) -> list[str]:
-        return settings_problems(settings)
 
     @staticmethod
     def wants_type(settings: dict[str, Any], event_type: str) -> bool:

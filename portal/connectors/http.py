@@ -53,3 +53,5 @@ async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) 
         return Result("retry", f"timed out: {type(exc).__name__}")
     except httpx.TransportError as exc:
         return Result("retry", f"connection failed: {type(exc).__name__}: {exc}")
+    except httpx.InvalidURL as exc:
+        return Result("failed", f"not a usable URL: {exc}")

@@ -26,9 +26,13 @@ import string
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, model_validator
 
 from portal.money import MoneyError, format_minor
+from portal.schemas.models import Strict
+from portal.schemas.validation import refusal, validate
 
 INVOICE_FIELDS = ("external_id", "number", "kind", "status", "issue_date", "due_date", "delivery_date", "currency",
                   "total", "amount_due", "title", "header_note", "footer_note", "vat_mention", "store")
@@ -222,50 +226,16 @@ class LineRules:
 
 
 class Mapping:
-    """A checked mapping. `Mapping(spec)` raises ValueError listing every problem; `apply(item)` reads one item."""
+    """A checked mapping. `Mapping(spec)` raises InvalidInput naming every problem; `apply(item)` reads one
+    item."""
 
     def __init__(self, spec: Any) -> None:
-        problems = self.problems(spec)
-        if problems:
-            raise ValueError("; ".join(problems))
+        """Raises InvalidInput with a FieldError (a JSON pointer under /mapping) for every problem."""
+        validate(MappingSpec, spec, "/mapping")
         fields = _normalized(spec)
         self.rules: dict[str, Rule] = {
             name: _rule(name, rule_spec) for name, rule_spec in fields.items() if name != "lines"}
         self.line_rules = _line_rules(fields.get("lines"))
-
-    @staticmethod
-    def problems(spec: Any, prefix: str = "mapping") -> list[str]:
-        if not isinstance(spec, dict):
-            return [f"{prefix}: must be an object of Quittance fields, e.g. {{\"total\": \"prices.total\"}}"]
-        problems: list[str] = []
-        fields: dict[str, Any] = {}
-        for key, value in spec.items():
-            if key == "customer":
-                if not isinstance(value, dict):
-                    problems.append(f"{prefix}.customer: must be an object of customer fields "
-                                    f"({', '.join(CUSTOMER_FIELDS)})")
-                    continue
-                for sub, rule_spec in value.items():
-                    name = f"customer.{sub}"
-                    if name in fields:
-                        problems.append(f"{prefix}.{name}: given twice")
-                    fields[name] = rule_spec
-            else:
-                if key in fields:
-                    problems.append(f"{prefix}.{key}: given twice")
-                fields[key] = value
-        known = {*INVOICE_FIELDS, *(f"customer.{name}" for name in CUSTOMER_FIELDS), "lines"}
-        for name, rule_spec in fields.items():
-            where = f"{prefix}.{name}"
-            if name not in known:
-                problems.append(f"{where}: not a Quittance field (fields: {', '.join(INVOICE_FIELDS)}, "
-                                f"customer.{{{', '.join(CUSTOMER_FIELDS)}}}, lines)")
-            elif name == "lines":
-                problems += _line_problems(rule_spec, where)
-            else:
-                problems += _rule_problems(name, rule_spec, where)
-        problems += [f"{prefix}.{name}: required" for name in REQUIRED if name not in fields]
-        return problems
 
     def apply(self, item: Any) -> MappedItem:
         """Raises MappingError naming every field of this item that cannot be read."""
@@ -352,81 +322,6 @@ def _normalized(spec: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _line_problems(spec: Any, where: str) -> list[str]:
-    if isinstance(spec, list):
-        if not spec:
-            return [f"{where}: give at least one line, or leave lines out"]
-        return [problem for index, line in enumerate(spec)
-                for problem in _line_fields_problems(line, f"{where}[{index}]")]
-    if isinstance(spec, dict) and set(spec) <= {"each", "fields"}:
-        problems = []
-        each = spec.get("each")
-        if not isinstance(each, str) or split_path(each) is None:
-            problems.append(f"{where}.each: a dotted path to the list of lines in the item, e.g. \"prices.lines\"")
-        return problems + _line_fields_problems(spec.get("fields"), f"{where}.fields")
-    return [(f"{where}: a list of line mappings (fixed lines read from the item), or "
-             f"{{\"each\": \"path.to.list\", \"fields\": {{...}}}} (one line per element)")]
-
-
-def _line_fields_problems(spec: Any, where: str) -> list[str]:
-    if not isinstance(spec, dict):
-        return [f"{where}: an object with {', '.join(LINE_FIELDS)}"]
-    problems = []
-    for name, rule_spec in spec.items():
-        if name not in LINE_FIELDS:
-            problems.append(f"{where}.{name}: not a line field ({', '.join(LINE_FIELDS)})")
-        else:
-            problems += _rule_problems(f"lines.{name}", rule_spec, f"{where}.{name}")
-    problems += [f"{where}.{name}: required" for name in LINE_FIELDS if name not in spec]
-    return problems
-
-
-def _path_problem(text: Any, where: str) -> str | None:
-    if not isinstance(text, str):
-        return f"{where}: a path must be text, e.g. \"notice.operator.id\""
-    body = text.removeprefix(ROOT + ".")
-    if split_path(body) is None:
-        return f"{where}: {text!r} is not a dotted path such as \"notice.operator.id\""
-    return None
-
-
-def _rule_problems(name: str, spec: Any, where: str) -> list[str]:
-    if isinstance(spec, str):
-        problem = _path_problem(spec, where)
-        return [problem] if problem else []
-    if not isinstance(spec, dict):
-        return [f"{where}: a dotted path, or an object with one of {', '.join(SOURCES)}"]
-    problems = [f"{where}.{key}: unknown option (options: {', '.join(sorted(RULE_KEYS))})"
-                for key in spec if key not in RULE_KEYS]
-    sources = [key for key in SOURCES if key in spec]
-    if len(sources) != 1:
-        problems.append(f"{where}: give exactly one of path, const or template"
-                        + (f" (got {', '.join(sources)})" if sources else ""))
-    if "path" in spec and (problem := _path_problem(spec["path"], f"{where}.path")):
-        problems.append(problem)
-    if "const" in spec and not _is_scalar(spec["const"]):
-        problems.append(f"{where}.const: text or a whole number (write decimals as text, e.g. \"5.5\")")
-    if "template" in spec:
-        problems += _template_problems(spec["template"], f"{where}.template")
-    if "default" in spec and not _is_scalar(spec["default"]):
-        problems.append(f"{where}.default: text or a whole number")
-    if "map" in spec:
-        value_map = spec["map"]
-        if not isinstance(value_map, dict) or not value_map:
-            problems.append(f"{where}.map: an object from upstream values to Quittance values, "
-                            f"e.g. {{\"validated\": \"open\"}}")
-        elif not all(value is None or isinstance(value, str) for value in value_map.values()):
-            problems.append(f"{where}.map: every mapped value must be text (or null for none)")
-    for flag in ("minor_units", "date"):
-        if flag in spec and not isinstance(spec[flag], bool):
-            problems.append(f"{where}.{flag}: true or false")
-    if spec.get("minor_units") is True and name not in MONEY_FIELDS:
-        problems.append(f"{where}.minor_units: only for amounts ({', '.join(sorted(MONEY_FIELDS))})")
-    if spec.get("date") is True and name not in DATE_FIELDS:
-        problems.append(f"{where}.date: only for dates ({', '.join(sorted(DATE_FIELDS))})")
-    return problems
-
-
 def _is_scalar(value: Any) -> bool:
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
@@ -445,16 +340,6 @@ def _template_parts(text: str) -> tuple[tuple[str, tuple[str, ...] | None, bool]
             raise ValueError(f"{{{field}}} is not a dotted path")
         parts.append((literal, path, from_root))
     return tuple(parts)
-
-
-def _template_problems(text: Any, where: str) -> list[str]:
-    if not isinstance(text, str) or "{" not in text:
-        return [f"{where}: text with {{dotted.path}} placeholders, e.g. \"molink-{{id}}\""]
-    try:
-        _template_parts(text)
-    except ValueError as exc:
-        return [f"{where}: {exc}"]
-    return []
 
 
 def _rule(name: str, spec: Any) -> Rule:
@@ -484,3 +369,130 @@ def _line_rules(spec: Any) -> LineRules:
             for line in spec))
     return LineRules(each=split_path(spec["each"]), lines=(
         {name: _rule(f"lines.{name}", rule_spec) for name, rule_spec in spec["fields"].items()},))
+
+
+# The mapping as settings: pydantic models, so a bad mapping is refused with one error per field at its JSON
+# pointer (/settings/mapping/lines/0/vat_rate), like every other body of the API.
+
+def dotted_path(text: str) -> str:
+    if split_path(text.removeprefix(ROOT + ".")) is None:
+        raise refusal(f"{text!r} is not a dotted path such as \"notice.operator.id\"")
+    return text
+
+
+def template_text(text: str) -> str:
+    if "{" not in text:
+        raise refusal("text with {dotted.path} placeholders, e.g. \"molink-{id}\"")
+    try:
+        _template_parts(text)
+    except ValueError as exc:
+        raise refusal(str(exc)) from None
+    return text
+
+
+DottedPath = Annotated[str, AfterValidator(dotted_path)]
+
+
+def scalar(value: Any) -> str | int:
+    """Text or a whole number: one check with one message (a union would report each of its members)."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise refusal("text or a whole number (write decimals as text, e.g. \"5.5\")")
+
+
+Scalar = Annotated[Any, AfterValidator(scalar)]
+
+
+class RuleSpec(Strict):
+    """How one field is read: a path into the item, a constant or a template; then optionally mapped."""
+
+    path: DottedPath | None = None
+    const: Scalar | None = None
+    template: Annotated[str, AfterValidator(template_text)] | None = None
+    map: Annotated[dict[str, str | None], Field(min_length=1)] | None = None
+    default: Scalar | None = None
+    minor_units: bool = False
+    date: bool = False
+
+    @model_validator(mode="after")
+    def one_source(self) -> RuleSpec:
+        sources = [key for key in SOURCES if getattr(self, key) is not None]
+        if len(sources) != 1:
+            raise refusal("give exactly one of path, const or template"
+                          + (f" (got {', '.join(sources)})" if sources else ""))
+        return self
+
+
+def _as_rule(value: Any) -> Any:
+    return {"path": value} if isinstance(value, str) else value
+
+
+def _kind(allowed: frozenset[str], flag: str, what: str) -> Any:
+    def check(rule: RuleSpec) -> RuleSpec:
+        if getattr(rule, flag):
+            raise refusal(f"{flag}: only for {what} ({', '.join(sorted(allowed))})")
+        return rule
+    return AfterValidator(check)
+
+
+# A field's rule: a dotted path as a shorthand for {"path": ...}. Amounts may read minor units, dates may
+# read date-times; every other field is read as text.
+TextRule = Annotated[RuleSpec, BeforeValidator(_as_rule), _kind(DATE_FIELDS, "date", "dates"),
+                 _kind(MONEY_FIELDS, "minor_units", "amounts")]
+MoneyRule = Annotated[RuleSpec, BeforeValidator(_as_rule), _kind(DATE_FIELDS, "date", "dates")]
+DateRule = Annotated[RuleSpec, BeforeValidator(_as_rule), _kind(MONEY_FIELDS, "minor_units", "amounts")]
+
+
+class CustomerMapping(Strict):
+    external_id: TextRule
+    name: TextRule
+    email: TextRule | None = None
+    locale: TextRule | None = None
+    vat_number: TextRule | None = None
+
+
+class LineMapping(Strict):
+    description: TextRule
+    quantity: TextRule
+    unit_price: MoneyRule
+    vat_rate: TextRule
+    total: MoneyRule
+
+
+class EachLine(Strict):
+    """One line per element of a list in the item."""
+
+    each: DottedPath
+    fields: LineMapping
+
+
+def _lines_kind(value: Any) -> str:
+    return "lines[each]" if isinstance(value, dict) else "lines[list]"
+
+
+# The tags carry "[" so that field errors keep the field's own path (portal.schemas.validation.field_errors).
+Lines = Annotated[
+    Annotated[list[LineMapping], Field(min_length=1), Tag("lines[list]")] | Annotated[EachLine, Tag("lines[each]")],
+    Discriminator(_lines_kind)]
+
+
+class MappingSpec(Strict):
+    """Which upstream value gives each Quittance field (see the module's docstring)."""
+
+    external_id: TextRule
+    customer: CustomerMapping
+    status: TextRule
+    currency: TextRule
+    total: MoneyRule
+    amount_due: MoneyRule | None = None
+    number: TextRule | None = None
+    kind: TextRule | None = None
+    issue_date: DateRule | None = None
+    due_date: DateRule | None = None
+    delivery_date: DateRule | None = None
+    title: TextRule | None = None
+    header_note: TextRule | None = None
+    footer_note: TextRule | None = None
+    vat_mention: TextRule | None = None
+    store: TextRule | None = None
+    lines: Lines | None = None

@@ -24,30 +24,78 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
-from portal.connectors.mapping import MappedItem, Mapping, MappingError, loads_exact, resolve, split_path
+from portal.connectors.mapping import (
+    DottedPath, MappedItem, Mapping, MappingError, MappingSpec, Scalar, loads_exact, resolve,
+)
+from portal.connectors.status_patch import HeaderName, HeaderValue
+from portal.connectors.urls import upstream_url
 from portal.db import Database
 from portal.domain.customers import CustomerInput, upsert_customer
 from portal.domain.invoices import InvoiceInput, upsert_invoices
 from portal.errors import Conflict, FieldError, InvalidInput, QuittanceError
-from portal.web.api.bodies import validate
-from portal.web.api.convert import customer_input, invoice_input
-from portal.web.api.schemas import BatchInvoice, CustomerIn
+from portal.schemas.convert import customer_input, invoice_input
+from portal.schemas.models import BatchInvoice, CustomerIn, Strict
+from portal.schemas.validation import refusal, validate
 
-DEFAULTS: dict[str, Any] = {
-    "headers": {}, "params": {}, "items_path": None, "next_path": None, "page_param": None, "first_page": 1,
-    "page_size_param": None, "page_size": None, "updated_since_param": None, "cursor_path": None,
-    "response_cursor_path": None, "cursor_ordered": False, "hold_cursor_on_failure": True, "max_pages": 20,
-    "timeout_seconds": 30, "max_page_bytes": 10 * 1024 * 1024, "interval_seconds": 300,
-}
-SETTINGS = ("url", "mapping", *DEFAULTS)
 MAX_ERRORS = 50   # item errors listed in one report; the rest are counted
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_PATHS = ("items_path", "next_path", "cursor_path", "response_cursor_path")
-_NAMES = ("page_param", "page_size_param", "updated_since_param")
+
+ParamName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class PullImportSettings(Strict):
+    """A pull_import connector's settings (docs/connectors.md describes each)."""
+
+    url: Annotated[str, StringConstraints(max_length=2000), AfterValidator(upstream_url)]
+    mapping: MappingSpec
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
+    params: dict[ParamName, Scalar] = Field(default_factory=dict)
+    items_path: DottedPath | None = None
+    next_path: DottedPath | None = None
+    page_param: ParamName | None = None
+    first_page: Annotated[int, Field(ge=0, le=1_000_000)] = 1
+    page_size_param: ParamName | None = None
+    page_size: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    updated_since_param: ParamName | None = None
+    cursor_path: DottedPath | None = None
+    response_cursor_path: DottedPath | None = None
+    cursor_ordered: bool = False
+    hold_cursor_on_failure: bool = True
+    max_pages: Annotated[int, Field(ge=1, le=1000)] = 20
+    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 30
+    max_page_bytes: Annotated[int, Field(ge=1024, le=100 * 1024 * 1024)] = 10 * 1024 * 1024
+    interval_seconds: Annotated[int, Field(ge=60, le=86_400)] = 300
+
+    @model_validator(mode="after")
+    def consistent(self) -> PullImportSettings:
+        """Settings that only make sense together; the message names every field involved."""
+        problems = []
+        if self.next_path is not None and self.page_param is not None:
+            problems.append("next_path, page_param: choose one way to page: next_path follows the link the "
+                            "upstream gives, page_param counts pages")
+        if self.page_param is None:
+            problems += [f"{key}: only with page_param" for key in ("page_size_param", "page_size", "first_page")
+                         if key in self.model_fields_set]
+        for key in ("page_param", "page_size_param", "updated_since_param"):
+            name = getattr(self, key)
+            if name is not None and name in self.params:
+                problems.append(f"params.{name}: set by {key} on every request; leave it out of params")
+        if self.page_size_param is not None and self.page_size is None:
+            problems.append("page_size: required with page_size_param (the page size to ask for)")
+        if self.cursor_path is not None and self.response_cursor_path is not None:
+            problems.append("cursor_path, response_cursor_path: choose one: the greatest value of a field of "
+                            "the items, or the upstream's own token from the answer")
+        if self.updated_since_param is not None and self.cursor_path is None and self.response_cursor_path is None:
+            problems.append("updated_since_param: needs cursor_path (or response_cursor_path) to know what to send")
+        if self.cursor_ordered and self.cursor_path is None:
+            problems.append("cursor_ordered: only with cursor_path")
+        if problems:
+            raise refusal("; ".join(problems))
+        return self
 
 
 @dataclass(frozen=True)
@@ -116,98 +164,33 @@ class PullImporter:
     type = "pull_import"
 
     def __init__(self, settings: dict[str, Any], client: httpx.AsyncClient) -> None:
-        problems = self.validate_settings(settings)
-        if problems:
-            raise ValueError("invalid pull_import settings: " + "; ".join(problems))
-        values = {**DEFAULTS, **settings}
+        """Raises InvalidInput for settings that PullImportSettings refuses. The address rule is not applied to
+        the text here (it was when the connector was configured): it holds on every connection the client makes
+        (portal.connectors.network)."""
+        values = validate(PullImportSettings, settings, "/settings", context={"allow_private_networks": True})
         self.client = client
-        self.url = httpx.URL(values["url"])
-        self.headers = {"Accept": "application/json", **values["headers"]}
-        self.params = {key: str(value) for key, value in values["params"].items()}
-        self.items_path: str | None = values["items_path"]
-        self.next_path: str | None = values["next_path"]
-        self.page_param: str | None = values["page_param"]
-        self.first_page: int = values["first_page"]
-        self.page_size_param: str | None = values["page_size_param"]
-        self.page_size: int | None = values["page_size"]
-        self.updated_since_param: str | None = values["updated_since_param"]
-        self.cursor_path: str | None = values["cursor_path"]
-        self.response_cursor_path: str | None = values["response_cursor_path"]
-        self.cursor_ordered: bool = values["cursor_ordered"]
-        self.hold_cursor_on_failure: bool = values["hold_cursor_on_failure"]
-        self.max_pages: int = values["max_pages"]
-        self.timeout = float(values["timeout_seconds"])
-        self.max_page_bytes: int = values["max_page_bytes"]
-        self.interval_seconds: int = values["interval_seconds"]
-        self.mapping = Mapping(values["mapping"])
-
-    @staticmethod
-    def validate_settings(settings: dict[str, Any]) -> list[str]:
-        """Every problem with the settings, in words an administrator can act on; [] when they are fine."""
-        if not isinstance(settings, dict):
-            return ["settings: must be an object"]
-        problems = [f"{key}: unknown setting (known: {', '.join(SETTINGS)})" for key in settings
-                    if key not in SETTINGS]
-        problems += _url_problems(settings.get("url"))
-        values = {**DEFAULTS, **settings}
-        headers = values["headers"]
-        if not isinstance(headers, dict):
-            problems.append("headers: an object of header names to text values")
-        else:
-            for name, value in headers.items():
-                if not _HEADER_NAME.fullmatch(name):
-                    problems.append(f"headers: {name!r} is not a valid header name")
-                elif not isinstance(value, str) or "\r" in value or "\n" in value:
-                    problems.append(f"headers.{name}: text on one line")
-        params = values["params"]
-        if not isinstance(params, dict):
-            problems.append("params: an object of query parameters to text values")
-        else:
-            for name, value in params.items():
-                if not isinstance(value, str) and not (isinstance(value, int) and not isinstance(value, bool)):
-                    problems.append(f"params.{name}: text or a whole number")
-        for key in _PATHS:
-            if values[key] is not None and (not isinstance(values[key], str) or split_path(values[key]) is None):
-                problems.append(f"{key}: a dotted path into the answer such as \"links.next\"")
-        for key in _NAMES:
-            if values[key] is not None and (not isinstance(values[key], str) or not values[key]):
-                problems.append(f"{key}: the name of a query parameter")
-            elif values[key] is not None and isinstance(params, dict) and values[key] in params:
-                problems.append(f"params.{values[key]}: set by {key} on every request; leave it out of params")
-        if values["next_path"] is not None and values["page_param"] is not None:
-            problems.append("next_path, page_param: choose one way to page: next_path follows the link the "
-                            "upstream gives, page_param counts pages")
-        if values["page_param"] is None:
-            problems += [f"{key}: only with page_param" for key in ("page_size_param", "page_size")
-                         if values[key] is not None] + (["first_page: only with page_param"]
-                                                        if "first_page" in settings else [])
-        if values["page_size_param"] is not None and values["page_size"] is None:
-            problems.append("page_size: required with page_size_param (the page size to ask for)")
-        problems += _int_problem(values, "first_page", 0, 1_000_000)
-        if values["page_size"] is not None:
-            problems += _int_problem(values, "page_size", 1, 10_000)
-        if values["cursor_path"] is not None and values["response_cursor_path"] is not None:
-            problems.append("cursor_path, response_cursor_path: choose one: the greatest value of a field of "
-                            "the items, or the upstream's own token from the answer")
-        if values["updated_since_param"] is not None and values["cursor_path"] is None \
-                and values["response_cursor_path"] is None:
-            problems.append("updated_since_param: needs cursor_path (or response_cursor_path) to know what to send")
-        for key in ("cursor_ordered", "hold_cursor_on_failure"):
-            if not isinstance(values[key], bool):
-                problems.append(f"{key}: true or false")
-        if values["cursor_ordered"] is True and values["cursor_path"] is None:
-            problems.append("cursor_ordered: only with cursor_path")
-        problems += _int_problem(values, "max_pages", 1, 1000)
-        problems += _int_problem(values, "max_page_bytes", 1024, 100 * 1024 * 1024)
-        problems += _int_problem(values, "interval_seconds", 60, 86_400, unit="seconds")
-        timeout = values["timeout_seconds"]
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 300:
-            problems.append("timeout_seconds: a number of seconds above 0, at most 300")
-        if "mapping" not in settings:
-            problems.append("mapping: required (which upstream field gives each Quittance field)")
-        else:
-            problems += Mapping.problems(settings["mapping"])
-        return problems
+        try:
+            self.url = httpx.URL(values.url)
+        except httpx.InvalidURL as exc:
+            raise InvalidInput("invalid fields", [FieldError("/settings/url", f"not a usable URL ({exc})")]) from None
+        self.headers = {"Accept": "application/json", **values.headers}
+        self.params = {key: str(value) for key, value in values.params.items()}
+        self.items_path = values.items_path
+        self.next_path = values.next_path
+        self.page_param = values.page_param
+        self.first_page = values.first_page
+        self.page_size_param = values.page_size_param
+        self.page_size = values.page_size
+        self.updated_since_param = values.updated_since_param
+        self.cursor_path = values.cursor_path
+        self.response_cursor_path = values.response_cursor_path
+        self.cursor_ordered = values.cursor_ordered
+        self.hold_cursor_on_failure = values.hold_cursor_on_failure
+        self.max_pages = values.max_pages
+        self.timeout = float(values.timeout_seconds)
+        self.max_page_bytes = values.max_page_bytes
+        self.interval_seconds = values.interval_seconds
+        self.mapping = Mapping(settings["mapping"])
 
     async def run(self, db: Database, organization_id: int, cursor: str | None, now: dt.datetime) -> ImportReport:
         """One import: every page from the cursor on, up to max_pages. Never raises for upstream trouble (it is
@@ -439,28 +422,3 @@ def _status_problem(response: httpx.Response) -> str:
     elif response.status_code == 404:
         text += "; check url"
     return text
-
-
-def _url_problems(url: Any) -> list[str]:
-    if url is None:
-        return ["url: required (the listing to read, e.g. \"https://api.example.com/v2/orders\")"]
-    if not isinstance(url, str):
-        return ["url: text"]
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        return [f"url: not a URL ({exc})"]
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        return ["url: an absolute http:// or https:// URL"]
-    if parsed.userinfo:
-        return ["url: no credentials in the URL; put them in headers (e.g. Authorization)"]
-    if parsed.fragment:
-        return ["url: no #fragment"]
-    return []
-
-
-def _int_problem(values: dict[str, Any], key: str, low: int, high: int, unit: str = "") -> list[str]:
-    value = values[key]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        return [f"{key}: a whole number{' of ' + unit if unit else ''} from {low} to {high}"]
-    return []

@@ -2,54 +2,37 @@
 
 from __future__ import annotations
 
-import ipaddress
+import re
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
 from portal.connectors.base import Connector
-from portal.connectors.email import EmailConnector
-from portal.connectors.pull_import import PullImporter
-from portal.connectors.status_patch import StatusPatchConnector
-from portal.connectors.webhook import WebhookConnector
+from portal.connectors.email import EmailConnector, EmailConnectorSettings
+from portal.connectors.pull_import import PullImportSettings
+from portal.connectors.status_patch import StatusPatchConnector, StatusPatchSettings
+from portal.connectors.webhook import WebhookConnector, WebhookSettings
 from portal.domain.outbox import EVENT_TYPES
+from portal.errors import FieldError, InvalidInput
+from portal.schemas.models import Strict
+from portal.schemas.validation import validate as validate_model
 from portal.settings import Settings
 
 DELIVERING = {"webhook": WebhookConnector, "status_patch": StatusPatchConnector}
 TYPES = ("webhook", "status_patch", "pull_import", "email")
 
 
-def validate(kind: str, settings: dict[str, Any], *, allow_private_networks: bool = False) -> list[str]:
-    if kind not in TYPES:
-        return [f"type: one of {', '.join(TYPES)}"]
-    cls = DELIVERING.get(kind) or (EmailConnector if kind == "email" else PullImporter)
-    problems = list(cls.validate_settings(settings))
-    if not allow_private_networks:
-        problems += [f"{key}: {url} is a loopback, private or link-local address; our worker will not call it"
-                     for key, url in _urls(settings) if _is_internal(url)]
-    return problems
+MODELS: dict[str, type[Strict]] = {"webhook": WebhookSettings, "status_patch": StatusPatchSettings,
+                                   "pull_import": PullImportSettings, "email": EmailConnectorSettings}
 
 
-def _urls(settings: dict[str, Any]) -> list[tuple[str, str]]:
-    found = [(key, str(settings[key])) for key in ("url", "base") if isinstance(settings.get(key), str)]
-    for event_type, spec in (settings.get("requests") or {}).items():
-        if isinstance(spec, dict) and isinstance(spec.get("url"), str) and not spec["url"].startswith("{base}"):
-            found.append((f"requests.{event_type}.url", spec["url"]))
-    return found
-
-
-def _is_internal(url: str) -> bool:
-    """Addresses a tenant must not make our servers call (cloud metadata, the database, the admin network).
-    A name that resolves to such an address is caught at the network level, not here."""
-    host = (urlsplit(url).hostname or "").strip("[]").lower()
-    if host == "localhost" or host.endswith((".localhost", ".internal", ".local")):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return not address.is_global
+def validate(kind: str, settings: Any, *, allow_private_networks: bool = False) -> None:
+    """Raises InvalidInput with one FieldError per problem, at its JSON pointer under /settings. Literal
+    internal addresses are refused here unless private networks are allowed; whatever the text, the
+    connections themselves are checked (portal.connectors.network)."""
+    if kind not in MODELS:
+        raise InvalidInput("Unknown connector type.", [FieldError("/type", f"one of {', '.join(TYPES)}")])
+    validate_model(MODELS[kind], settings, "/settings", context={"allow_private_networks": allow_private_networks})
 
 
 def event_types(kind: str, settings: dict[str, Any]) -> list[str]:
@@ -71,15 +54,21 @@ def build(kind: str, settings: dict[str, Any], client: httpx.AsyncClient, app_se
     raise ValueError(f"{kind} connectors do not deliver events")
 
 
-SECRET_KEYS = {"secret", "password", "authorization", "token", "api_key"}
+# Settings keys and header names whose values are secrets: a webhook's signing secret, an email password, and
+# every header that carries credentials (Authorization, Cookie, X-Api-Key, X-Auth-Token, Signature...).
+SECRET_WORDS = ("secret", "password", "passwd", "token", "key", "auth", "cookie", "signature", "credential",
+                "session", "bearer")
+_SECRET = re.compile("|".join(SECRET_WORDS), re.IGNORECASE)
 
 
-def masked(settings: Any, key: str = "") -> Any:
-    """Settings as shown back: secrets reduced to their last four characters."""
+def masked(settings: Any, secret: bool = False) -> Any:
+    """Settings as shown back: every value under a secret-looking key (or inside headers named so) reduced to
+    its last four characters, and to nothing when it is too short to show any."""
     if isinstance(settings, dict):
-        return {k: masked(v, k.lower()) for k, v in settings.items()}
+        return {k: masked(v, secret or bool(_SECRET.search(str(k)))) for k, v in settings.items()}
     if isinstance(settings, list):
-        return [masked(v, key) for v in settings]
-    if isinstance(settings, str) and any(word in key for word in SECRET_KEYS):
-        return "…" + settings[-4:] if len(settings) > 8 else "…"
+        return [masked(v, secret) for v in settings]
+    if secret and settings is not None and not isinstance(settings, bool):
+        text = str(settings)
+        return "…" + text[-4:] if len(text) > 8 else "…"
     return settings

@@ -9,17 +9,74 @@ JSON body a string that is exactly one placeholder takes the value with its type
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import httpx
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, model_validator
 
-from portal.connectors.base import Event, Result
+from portal.connectors.base import Event, EventType, Result
 from portal.connectors.http import send
-from portal.domain.outbox import EVENT_TYPES
+from portal.connectors.urls import templated_url, upstream_url
+from portal.schemas.models import Strict
+from portal.schemas.validation import refusal
 
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*)\}")
 METHODS = ("POST", "PUT", "PATCH")
+HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+BASE = "{base}"
+
+
+def request_url(url: str, info: Any) -> str:
+    """`{base}` followed by a path or query (never by text that would extend the base's host or port), or a
+    URL with placeholders only in its path and query."""
+    if url.startswith(BASE):
+        rest = url.removeprefix(BASE)
+        if rest and rest[0] not in "/?":
+            raise refusal("after {base} comes the path (\"/...\") or the query (\"?...\"), nothing that "
+                          "changes the host or port")
+        return url
+    return templated_url(url, info)
+
+
+def one_line(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise refusal("text on one line")
+    return value
+
+
+def header_name(name: str) -> str:
+    if not re.fullmatch(HEADER_NAME, name):
+        raise refusal(f"{name!r} is not a valid header name")
+    return name
+
+
+HeaderName = Annotated[str, StringConstraints(max_length=200), AfterValidator(header_name)]
+HeaderValue = Annotated[str, StringConstraints(max_length=8000), AfterValidator(one_line)]
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+class RequestSpec(Strict):
+    # Any case is accepted ("patch"); the Literal is built from METHODS, valid at run time, unknown to mypy.
+    method: Annotated[Literal[METHODS], BeforeValidator(_upper)]  # type: ignore[valid-type]
+    url: Annotated[str, StringConstraints(max_length=2000), AfterValidator(request_url)]
+    body: Any = None
+
+
+class StatusPatchSettings(Strict):
+    base: Annotated[str, StringConstraints(max_length=2000), AfterValidator(upstream_url)] | None = None
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
+    requests: Annotated[dict[EventType, RequestSpec], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def base_when_used(self) -> StatusPatchSettings:
+        uses = [event for event, spec in self.requests.items() if spec.url.startswith(BASE)]
+        if uses and self.base is None:
+            raise refusal(f"base: required, since requests/{uses[0]}/url starts with {{base}}")
+        return self
 
 
 class MissingValue(KeyError):
@@ -63,32 +120,6 @@ class StatusPatchConnector:
         self.headers = {str(k): str(v) for k, v in (settings.get("headers") or {}).items()}
         self.requests: dict[str, dict[str, Any]] = settings["requests"]
         self._client = client
-
-    @staticmethod
-    def validate_settings(settings: dict[str, Any]) -> list[str]:
-        problems = []
-        requests = settings.get("requests")
-        if not isinstance(requests, dict) or not requests:
-            return ["requests: an object mapping event types to a request"]
-        for event_type, spec in requests.items():
-            if event_type not in EVENT_TYPES:
-                problems.append(f"requests.{event_type}: not an event type ({', '.join(EVENT_TYPES)})")
-                continue
-            if not isinstance(spec, dict) or str(spec.get("method", "")).upper() not in METHODS:
-                problems.append(f"requests.{event_type}.method: one of {', '.join(METHODS)}")
-            url = spec.get("url") if isinstance(spec, dict) else None
-            if not isinstance(url, str) or not url.startswith(("{base}", "https://", "http://")):
-                problems.append(f"requests.{event_type}.url: an http(s) URL or one starting with {{base}}")
-        base = settings.get("base")
-        if base is not None and (not isinstance(base, str) or not base.startswith(("https://", "http://"))):
-            problems.append("base: an http(s) URL")
-        headers = settings.get("headers")
-        if headers is not None and not (isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())):
-            problems.append("headers: an object of strings")
-        unknown = set(settings) - {"base", "headers", "requests"}
-        if unknown:
-            problems.append(f"unknown settings: {', '.join(sorted(unknown))}")
-        return problems
 
     def wants(self, event_type: str) -> bool:
         return event_type in self.requests

@@ -10,14 +10,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import orjson
+from pydantic import AfterValidator, StringConstraints
 
 from portal.connectors.base import Event, Result
 from portal.connectors.http import send
+from portal.connectors.base import EventType
+from portal.connectors.urls import upstream_url
 from portal.domain.outbox import EVENT_TYPES
+from portal.schemas.models import Strict
+
+
+class WebhookSettings(Strict):
+    url: Annotated[str, StringConstraints(max_length=2000), AfterValidator(upstream_url)]
+    secret: Annotated[str, StringConstraints(min_length=16, max_length=500)]
+    events: list[EventType] | None = None
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
@@ -33,23 +43,6 @@ class WebhookConnector:
         self.secret = str(settings["secret"])
         self.events = tuple(settings.get("events") or EVENT_TYPES)
         self._client = client
-
-    @staticmethod
-    def validate_settings(settings: dict[str, Any]) -> list[str]:
-        problems = []
-        url = settings.get("url")
-        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-            problems.append("url: an http(s) URL")
-        secret = settings.get("secret")
-        if not isinstance(secret, str) or len(secret) < 16:
-            problems.append("secret: at least 16 characters")
-        events = settings.get("events")
-        if events is not None and (not isinstance(events, list) or not set(events) <= set(EVENT_TYPES)):
-            problems.append(f"events: a list of {', '.join(EVENT_TYPES)}")
-        unknown = set(settings) - {"url", "secret", "events"}
-        if unknown:
-            problems.append(f"unknown settings: {', '.join(sorted(unknown))}")
-        return problems
 
     def wants(self, event_type: str) -> bool:
         return event_type in self.events

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from portal.connectors import registry
+from portal.errors import InvalidInput
 from portal.connectors.base import Event, Result
 from portal.connectors.email import EmailConnector
 from portal.db.connectors import deliveries
@@ -62,14 +63,20 @@ def connector(smtp: SmtpSettings, **settings: Any) -> EmailConnector:
 
 
 def test_settings_are_checked_and_decide_the_events() -> None:
-    assert EmailConnector.validate_settings(SETTINGS) == []
-    assert EmailConnector.validate_settings({}) == []
-    assert EmailConnector.validate_settings({"finance_address": "not an address", "receipts": "yes",
-                                             "language": "it", "sender_name": "", "cc": "x"}) == [
-        "finance_address: an email address such as finance@example.com", "receipts: true or false",
-        "language: one of en, fr, nl, de, sv", "sender_name: a name of 1 to 200 characters", "unknown settings: cc"]
-    with pytest.raises(ValueError, match="finance_address"):
+    registry.validate("email", SETTINGS)
+    registry.validate("email", {})
+    with pytest.raises(InvalidInput) as refused:
+        registry.validate("email", {"finance_address": "not an address", "receipts": "yes", "language": "it",
+                                    "sender_name": "", "cc": "x"})
+    assert {error.path: error.message for error in refused.value.errors} == {
+        "/settings/finance_address": "an email address such as finance@example.com",
+        "/settings/receipts": "Input should be a valid boolean",
+        "/settings/language": "Input should be 'en', 'fr', 'nl', 'de' or 'sv'",
+        "/settings/sender_name": "String should have at least 1 character",
+        "/settings/cc": "Extra inputs are not permitted"}
+    with pytest.raises(InvalidInput, match="invalid fields") as bad:
         EmailConnector({"finance_address": "a,b@acme.example"}, SmtpSettings())
+    assert bad.value.errors[0].path == "/settings/finance_address"
 
     both = EmailConnector(SETTINGS, SmtpSettings())
     assert both.type == "email"
@@ -79,7 +86,7 @@ def test_settings_are_checked_and_decide_the_events() -> None:
     assert not EmailConnector({"finance_address": FINANCE}, SmtpSettings()).wants("invoice.paid")
     assert not EmailConnector({"receipts": True}, SmtpSettings()).wants("remark.created")
     # The registry works the event types out from the settings alone.
-    assert registry.validate("email", {"receipts": True}) == []
+    registry.validate("email", {"receipts": True})
     assert registry.event_types("email", {"receipts": True}) == ["invoice.paid", "invoice.partially_paid"]
     assert registry.event_types("email", {"finance_address": FINANCE}) == ["remark.created"]
 

@@ -14,9 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from portal.connectors import registry
 from portal.connectors.mapping import Mapping, MappingError, loads_exact
 from portal.connectors.pull_import import ImportReport, PullImporter
 from portal.db import Database
+from portal.errors import InvalidInput
 from portal.money import exponent, parse_minor
 from tests.conftest import START, Tenant
 from tests.support.fake_upstream import FakeUpstream, Reply, order
@@ -297,67 +299,75 @@ def test_relative_next_links_are_followed(database: Database, tenant: Tenant, up
 VALID = {"url": "https://upstream.example/v2/orders", "mapping": MAPPING}
 
 
-@pytest.mark.parametrize(("settings", "problem"), [
-    ({}, "url: required"),
-    ({"url": "https://upstream.example/v2/orders"}, "mapping: required"),
-    ({**VALID, "url": "ftp://upstream.example/orders"}, "url: an absolute http:// or https:// URL"),
-    ({**VALID, "url": "https://me:secret@upstream.example/"},
-     "url: no credentials in the URL; put them in headers (e.g. Authorization)"),
-    ({**VALID, "next_pth": "links.next"}, "next_pth: unknown setting"),
-    ({**VALID, "headers": {"Authorization": 12}}, "headers.Authorization: text on one line"),
-    ({**VALID, "headers": {"X-Token": "a\r\nX-Evil: 1"}}, "headers.X-Token: text on one line"),
-    ({**VALID, "next_path": "links.next", "page_param": "page"}, "next_path, page_param: choose one way to page"),
-    ({**VALID, "page_param": "page", "params": {"page": "1"}},
+@pytest.mark.parametrize(("settings", "path", "problem"), [
+    ({"mapping": MAPPING}, "/settings/url", "Field required"),
+    ({"url": "https://upstream.example/v2/orders"}, "/settings/mapping", "Field required"),
+    ({**VALID, "url": "ftp://upstream.example/orders"}, "/settings/url", "an absolute http:// or https:// URL"),
+    ({**VALID, "url": "https://me:secret@upstream.example/"}, "/settings/url",
+     "no credentials in the URL; put them in headers (e.g. Authorization)"),
+    ({**VALID, "url": "http://{invoice.number}:8450/"}, "/settings/url", "no {placeholders} in the scheme, host"),
+    ({**VALID, "next_pth": "links.next"}, "/settings/next_pth", "Extra inputs are not permitted"),
+    ({**VALID, "headers": {"Authorization": 12}}, "/settings/headers/Authorization", "Input should be a valid string"),
+    ({**VALID, "headers": {"X-Token": "a\r\nX-Evil: 1"}}, "/settings/headers/X-Token",
+     "text on one line"),
+    ({**VALID, "headers": {"X Token": "a"}}, "/settings/headers/X Token", "'X Token' is not a valid header name"),
+    ({**VALID, "next_path": "links.next", "page_param": "page"}, "/settings",
+     "next_path, page_param: choose one way to page"),
+    ({**VALID, "page_param": "page", "params": {"page": "1"}}, "/settings",
      "params.page: set by page_param on every request; leave it out of params"),
-    ({**VALID, "next_path": "links..next"}, "next_path: a dotted path into the answer"),
-    ({**VALID, "updated_since_param": "filter[updated_at][gte]"},
+    ({**VALID, "next_path": "links..next"}, "/settings/next_path", "'links..next' is not a dotted path"),
+    ({**VALID, "updated_since_param": "filter[updated_at][gte]"}, "/settings",
      "updated_since_param: needs cursor_path (or response_cursor_path)"),
-    ({**VALID, "cursor_path": "updated_at", "response_cursor_path": "meta.token"},
+    ({**VALID, "cursor_path": "updated_at", "response_cursor_path": "meta.token"}, "/settings",
      "cursor_path, response_cursor_path: choose one"),
-    ({**VALID, "interval_seconds": 5}, "interval_seconds: a whole number of seconds from 60 to 86400"),
-    ({**VALID, "max_pages": 0}, "max_pages: a whole number from 1 to 1000"),
-    ({**VALID, "timeout_seconds": "30"}, "timeout_seconds: a number of seconds above 0, at most 300"),
-    ({**VALID, "mapping": []}, "mapping: must be an object of Quittance fields"),
-    ({**VALID, "mapping": {**MAPPING, "amount": "prices.total"}}, "mapping.amount: not a Quittance field"),
-    ({**VALID, "mapping": {k: v for k, v in MAPPING.items() if k != "total"}}, "mapping.total: required"),
+    ({**VALID, "interval_seconds": 5}, "/settings/interval_seconds", "Input should be greater than or equal to 60"),
+    ({**VALID, "max_pages": 0}, "/settings/max_pages", "Input should be greater than or equal to 1"),
+    ({**VALID, "timeout_seconds": "30"}, "/settings/timeout_seconds", "Input should be a valid number"),
+    ({**VALID, "mapping": []}, "/settings/mapping", "Input should be an object"),
+    ({**VALID, "mapping": {**MAPPING, "amount": "prices.total"}}, "/settings/mapping/amount",
+     "Extra inputs are not permitted"),
+    ({**VALID, "mapping": {k: v for k, v in MAPPING.items() if k != "total"}}, "/settings/mapping/total",
+     "Field required"),
     ({**VALID, "mapping": {**MAPPING, "customer": {"external_id": "notice.operator.id"}}},
-     "mapping.customer.name: required"),
+     "/settings/mapping/customer/name", "Field required"),
     ({**VALID, "mapping": {**MAPPING, "total": {"path": "prices.total_cents", "minor_units": "yes"}}},
-     "mapping.total.minor_units: true or false"),
+     "/settings/mapping/total/minor_units", "Input should be a valid boolean"),
     ({**VALID, "mapping": {**MAPPING, "title": {"path": "notice.title", "minor_units": True}}},
-     "mapping.title.minor_units: only for amounts"),
-    ({**VALID, "mapping": {**MAPPING, "status": {"path": "state", "map": {}}}},
-     "mapping.status.map: an object from upstream values to Quittance values"),
+     "/settings/mapping/title", "minor_units: only for amounts"),
+    ({**VALID, "mapping": {**MAPPING, "status": {"path": "state", "map": {}}}}, "/settings/mapping/status/map",
+     "Dictionary should have at least 1 item"),
     ({**VALID, "mapping": {**MAPPING, "title": {"path": "notice.title", "const": "Avis"}}},
-     "mapping.title: give exactly one of path, const or template (got path, const)"),
-    ({**VALID, "mapping": {**MAPPING, "currency": {"const": 1.5}}},
-     "mapping.currency.const: text or a whole number (write decimals as text"),
+     "/settings/mapping/title", "give exactly one of path, const or template (got path, const)"),
+    ({**VALID, "mapping": {**MAPPING, "currency": {"const": 1.5}}}, "/settings/mapping/currency/const",
+     "text or a whole number (write decimals as text"),
     ({**VALID, "mapping": {**MAPPING, "number": {"template": "{reference!r}"}}},
-     "mapping.number.template: {reference}: no format specs or conversions"),
-    ({**VALID, "mapping": {**MAPPING, "total": {"pth": "prices.total"}}}, "mapping.total.pth: unknown option"),
+     "/settings/mapping/number/template", "{reference}: no format specs or conversions"),
+    ({**VALID, "mapping": {**MAPPING, "total": {"pth": "prices.total"}}}, "/settings/mapping/total/pth",
+     "Extra inputs are not permitted"),
     ({**VALID, "mapping": {**MAPPING, "lines": [{"description": "notice.title"}]}},
-     "mapping.lines[0].vat_rate: required"),
+     "/settings/mapping/lines/0/vat_rate", "Field required"),
     ({**VALID, "mapping": {**MAPPING, "lines": {"each": "prices.lines", "fields": {
         "description": "label", "quantity": "qty", "unit_price": "unit", "vat_rate": "vat", "total": "total",
-        "discount": "discount"}}}}, "mapping.lines.fields.discount: not a line field"),
+        "discount": "discount"}}}}, "/settings/mapping/lines/fields/discount", "Extra inputs are not permitted"),
 ])
-def test_bad_settings_are_refused_with_clear_messages(settings: dict[str, Any], problem: str) -> None:
-    problems = PullImporter.validate_settings(settings)
+def test_bad_settings_are_refused_at_their_field(settings: dict[str, Any], path: str, problem: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        registry.validate("pull_import", settings)
 
-    assert any(p.startswith(problem) for p in problems), problems
-    with pytest.raises(ValueError, match="invalid pull_import settings: "):
+    assert any(e.path == path and e.message.startswith(problem) for e in refused.value.errors), refused.value.errors
+    with pytest.raises(InvalidInput):
         PullImporter(settings, httpx.AsyncClient())
 
 
 def test_good_settings_have_no_problems() -> None:
-    assert PullImporter.validate_settings(VALID) == []
-    assert PullImporter.validate_settings({**VALID, "page_param": "page", "page_size_param": "per_page",
-                                           "page_size": 100, "first_page": 0, "cursor_path": "updated_at",
-                                           "cursor_ordered": True, "updated_since_param": "since",
-                                           "hold_cursor_on_failure": False, "max_pages": 5,
-                                           "timeout_seconds": 2.5, "items_path": "data"}) == []
-    assert PullImporter.validate_settings({**VALID, "response_cursor_path": "meta.sync_token",
-                                           "updated_since_param": "since"}) == []
+    registry.validate("pull_import", VALID)
+    registry.validate("pull_import", {**VALID, "page_param": "page", "page_size_param": "per_page",
+                                      "page_size": 100, "first_page": 0, "cursor_path": "updated_at",
+                                      "cursor_ordered": True, "updated_since_param": "since",
+                                      "hold_cursor_on_failure": False, "max_pages": 5, "timeout_seconds": 2.5,
+                                      "items_path": "data"})
+    registry.validate("pull_import", {**VALID, "response_cursor_path": "meta.sync_token",
+                                      "updated_since_param": "since"})
 
 
 CURRENCY = st.sampled_from(["EUR", "JPY", "KWD", "USD", "CLF"])

@@ -9,8 +9,8 @@ import pytest
 from portal.domain.invoices import InvoiceInput
 from portal.errors import InvalidInput
 from portal.money import MoneyError, parse_minor
-from portal.web.api.convert import invoice_input
-from portal.web.api.schemas import InvoiceBody
+from portal.schemas.convert import invoice_input
+from portal.schemas.models import InvoiceBody
 
 TRICKY = ["0", "00", "01", "1", "12", "12.", ".5", "12.3", "12.30", "12.305", "-1", "-0.5", "+1", "1e3", " 1", "1 ",
           "１２", "²", "1.²", "0.00", "0.001", "999999999999999", "1000000000000000", "999999999999999.99", "",

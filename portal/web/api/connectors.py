@@ -15,9 +15,9 @@ from portal.domain import deliveries
 from portal.errors import FieldError, InvalidInput, NotFound
 from portal.web.api.bodies import read_model
 from portal.web.api.context import ApiContext, decode_cursor, encode_cursor, json_response, query_limit
-from portal.web.api.convert import iso
+from portal.schemas.convert import iso
 from portal.web.api.operations import Api, QueryParam
-from portal.web.api.schemas import Strict
+from portal.schemas.models import Strict
 
 
 class ConnectorIn(Strict):
@@ -83,11 +83,8 @@ def register(api: Api) -> None:
         Events written from now on are delivered through it."""
         name = ctx.external_id("name")
         body = await read_model(ctx.request, ConnectorIn, ctx.services.settings.limits.json_bytes)
-        problems = registry.validate(body.type, body.settings,
-                                     allow_private_networks=ctx.services.settings.connectors_allow_private_networks)
-        if problems:
-            raise InvalidInput("The connector's settings are not usable.",
-                               [FieldError("/settings", problem) for problem in problems])
+        registry.validate(body.type, body.settings,
+                          allow_private_networks=ctx.services.settings.connectors_allow_private_networks)
         types = registry.event_types(body.type, body.settings)
         now = ctx.now()
 

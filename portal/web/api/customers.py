@@ -7,9 +7,9 @@ from starlette.responses import Response
 from portal.domain.customers import get_customer, upsert_customer
 from portal.web.api.bodies import read_model
 from portal.web.api.context import ApiContext, json_response
-from portal.web.api.convert import customer_input, customer_output
+from portal.schemas.convert import customer_input, customer_output
 from portal.web.api.operations import Api
-from portal.web.api.schemas import CustomerIn, CustomerOut
+from portal.schemas.models import CustomerIn, CustomerOut
 
 
 def register(api: Api) -> None:

@@ -21,10 +21,10 @@ from portal.errors import FieldError, InvalidInput, NotFound
 from portal.pdf import PdfRejected, screen_pdf
 from portal.web.api.bodies import require_content_type, spool_to_file
 from portal.web.api.context import ApiContext, json_response
-from portal.web.api.convert import invoice_output
+from portal.schemas.convert import invoice_output
 from portal.web.api.operations import Api
 from portal.web.api.problems import problem_body, problem_response
-from portal.web.api.schemas import ArchiveResult, InvoiceWriteResult
+from portal.schemas.models import ArchiveResult, InvoiceWriteResult
 from portal.web.downloads import attachment
 
 BINARY: dict[str, Any] = {"type": "string", "format": "binary"}

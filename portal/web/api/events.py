@@ -14,7 +14,7 @@ from portal.db.payments import outbox_events, review_items
 from portal.domain.outbox import EVENT_TYPES
 from portal.errors import FieldError, InvalidInput
 from portal.web.api.context import ApiContext, json_response, query_bool, query_limit
-from portal.web.api.convert import iso
+from portal.schemas.convert import iso
 from portal.web.api.operations import Api, QueryParam
 
 

@@ -11,17 +11,16 @@ from starlette.responses import Response
 
 from portal.domain import invoices as domain
 from portal.errors import FieldError, InvalidInput, QuittanceError
-from portal.web.api.bodies import (
-    may_contain_control_characters, parse_json, read_bounded, require_content_type, validate, validate_each,
-)
+from portal.schemas.validation import may_contain_control_characters, validate, validate_each
+from portal.web.api.bodies import parse_json, read_bounded, require_content_type
 from portal.web.api.context import (
     ApiContext, decode_cursor, encode_cursor, json_response, query_bool, query_datetime, query_limit,
 )
-from portal.web.api.convert import (
+from portal.schemas.convert import (
     conflict_output, invoice_body_dict, invoice_input, invoice_output, timeline_output,
 )
 from portal.web.api.operations import Api, QueryParam
-from portal.web.api.schemas import (
+from portal.schemas.models import (
     BatchInvoice, BatchResult, ConflictOut, ConflictPage, InvoiceBatch, InvoiceBatchEnvelope, InvoiceBody, InvoiceDetail, InvoicePage,
     InvoiceWriteResult,
 )

@@ -13,9 +13,9 @@ from portal.domain import invoices as domain
 from portal.domain import lifecycle
 from portal.web.api.bodies import read_model
 from portal.web.api.context import ApiContext, json_response
-from portal.web.api.convert import invoice_output
+from portal.schemas.convert import invoice_output
 from portal.web.api.operations import Api
-from portal.web.api.schemas import DueDateExtension, InvoiceOut, PartActivation, PartActivationResult
+from portal.schemas.models import DueDateExtension, InvoiceOut, PartActivation, PartActivationResult
 
 
 def register(api: Api) -> None:

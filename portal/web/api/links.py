@@ -16,7 +16,7 @@ from portal.i18n import language_of, translations
 from portal.web.api.bodies import read_model
 from portal.web.api.context import ApiContext, json_response
 from portal.web.api.operations import Api
-from portal.web.api.schemas import ExternalId, Strict
+from portal.schemas.models import ExternalId, Strict
 
 # The tags billing and dunning tools already put in their emails (seeds 003 and 002).
 LINK_TAG = "#LINK"

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from portal.web.api.schemas import Problem
+from portal.schemas.models import Problem
 
 Handler = Callable[..., Awaitable[Response]]
 

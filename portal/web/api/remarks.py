@@ -14,9 +14,9 @@ from portal.web.api.bodies import read_model
 from portal.web.api.context import (
     ApiContext, decode_cursor, encode_cursor, json_response, query_datetime, query_limit,
 )
-from portal.web.api.convert import iso
+from portal.schemas.convert import iso
 from portal.web.api.operations import Api, QueryParam
-from portal.web.api.schemas import Strict
+from portal.schemas.models import Strict
 from portal.errors import FieldError, InvalidInput
 
 

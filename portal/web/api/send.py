@@ -46,10 +46,10 @@ from portal.i18n import Formatter, language_of, translations
 from portal.storage import DocumentStore, read_bytes
 from portal.tokens import PORTAL_LINK
 from portal.web.api.context import ApiContext, json_response
-from portal.web.api.convert import iso
+from portal.schemas.convert import iso
 from portal.web.api.operations import Api
 from portal.web.api.problems import HttpProblem
-from portal.web.api.schemas import Problem
+from portal.schemas.models import Problem
 from portal.web.brand import text_color_on
 from portal.web.downloads import safe_filename
 

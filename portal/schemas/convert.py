@@ -14,7 +14,7 @@ from portal.domain.customers import CustomerInput
 from portal.domain.invoices import InvoiceInput
 from portal.errors import FieldError, InvalidInput
 from portal.money import MoneyError, exponent, format_minor, is_currency, parse_minor
-from portal.web.api.schemas import CustomerIn, InvoiceBody
+from portal.schemas.models import CustomerIn, InvoiceBody
 
 
 def customer_input(external_id: str, body: CustomerIn) -> CustomerInput:

@@ -1,7 +1,7 @@
 """The machine API's bodies, as pydantic models: they validate requests and describe both directions in
 the OpenAPI document. Models are strict (no coercion: "12" is not 12) and refuse unknown fields.
 
-Money fields are plain strings here; they are checked against the currency in `portal.web.api.convert`,
+Money fields are plain strings here; they are checked against the currency in `portal.schemas.convert`,
 where the currency is known.
 """
 
