@@ -23,6 +23,7 @@ from portal.web.api import connectors, customers, documents, events, invoices, l
 from portal.web.api.context import authenticate_request, json_response
 from portal.web.api.operations import Api
 from portal.web import brand, webhooks
+from portal.web.early_answers import DrainBeforeRefusal
 from portal.web.errors import handlers
 from portal.web.headers import SecurityHeaders, provider_origins
 from portal.web.portal import pages as portal_pages
@@ -73,8 +74,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, database: Data
             Mount("/static", StaticFiles(directory=TEMPLATES_DIR.parent / "static"), name="static"),
         ],
         exception_handlers=handlers(),
-        middleware=[Middleware(SecurityHeaders, https=settings.is_https,
-                               form_targets=provider_origins(settings))],
+        middleware=[Middleware(DrainBeforeRefusal),
+                    Middleware(SecurityHeaders, https=settings.is_https, form_targets=provider_origins(settings))],
         lifespan=lifespan,
     )
     app.state.services = services
