@@ -216,6 +216,41 @@ def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_connections(t
         server.stop()
 
 
+def test_sigint_stops_every_worker_promptly_and_cleanly(tmp_path: Path) -> None:
+    """SIGINT to the arbiter alone (a process manager, a script; Ctrl-C in a terminal signals every process) ends
+    the workers through uvicorn's shutdown, lifespan included, instead of leaving them to be killed after the
+    graceful timeout."""
+    server = start(tmp_path)
+    try:
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(timeout=60) == 0
+        assert time.monotonic() - started < 15  # the graceful timeout and the kill would take 35 s
+        assert server.log_text().count("Application shutdown complete") == 2
+        assert "SIGKILL" not in server.log_text()
+    finally:
+        server.stop()
+
+
+def test_the_workers_stop_when_the_arbiter_is_killed(tmp_path: Path) -> None:
+    """Nothing keeps serving on the port with nobody to replace it."""
+    server = start(tmp_path, "--worker-timeout", "4")
+    workers = server.workers()
+    server.process.kill()
+    server.process.wait()
+    try:
+        deadline = time.monotonic() + 30
+        while alive := [pid for pid in workers if Path(f"/proc/{pid}").exists()
+                        and b"State:\tZ" not in Path(f"/proc/{pid}/status").read_bytes()]:
+            assert time.monotonic() < deadline, f"workers {alive} outlived the arbiter:\n{server.log_text()}"
+            time.sleep(0.1)
+        assert server.log_text().count("the arbiter is gone") == 2
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_a_port_in_use_is_refused_with_a_clear_message(server: Server, tmp_path: Path) -> None:
     second = subprocess.run([sys.executable, "-m", "portal.cli", "serve", "--port", str(server.port)],
                             env={**os.environ, "PORTAL_DATABASE_URL": f"sqlite:///{tmp_path / 'other.db'}",

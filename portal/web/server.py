@@ -32,7 +32,9 @@ later than the rest under load (a page at 32 connections: p99 500 ms against 60 
 from __future__ import annotations
 
 import dataclasses
+import os
 import pkgutil
+import signal
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -64,7 +66,7 @@ def serve(host: str, port: int, workers: int, app: Any = APP, *, timeouts: Timeo
     SIGINT; returns the exit status. `options` go to each worker's uvicorn.Config (e.g. `factory=True` when the
     import string names a function that builds the app). bench/ serves its bare ceilings through this too, so
     that they are served exactly like the app."""
-    worker_class = type("PortalUvicornWorker", (UvicornWorker,), {"CONFIG_KWARGS": {
+    worker_class = type("PortalWorker", (Worker,), {"CONFIG_KWARGS": {
         **UVICORN, "timeout_graceful_shutdown": timeouts.graceful, **options}})
     settings = {
         "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
@@ -97,6 +99,28 @@ LOGGING: dict[str, Any] = {
                             "qualname": "gunicorn.access"},
     },
 }
+
+
+class Worker(UvicornWorker):
+    """uvicorn_worker's worker (a documented gunicorn worker class, extended through gunicorn's Worker methods)
+    with the two duties gunicorn's own workers have and it lacks:
+
+    - It stops on SIGQUIT. The arbiter sends SIGQUIT on SIGINT and on a quick shutdown; UvicornWorker only notes
+      it (`handle_exit`), uvicorn never looks, and the arbiter waited out its graceful timeout before killing the
+      worker. Now it starts uvicorn's own graceful shutdown, as SIGTERM does.
+    - It stops when the arbiter is gone (killed with SIGKILL, say), instead of serving on the port with nobody to
+      replace it: checked each time it tells the arbiter it is alive (every `worker / 2` seconds).
+    """
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def notify(self) -> None:
+        super().notify()
+        if os.getppid() != self.ppid:
+            self.log.info("portal serve: the arbiter is gone; stopping worker %s", self.pid)
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Server(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
