@@ -170,6 +170,17 @@ def test_an_early_refusal_reaches_a_client_that_sends_its_whole_body_first(serve
         assert [client.post("/api/v1/invoices/batch", content=body).status_code for _ in range(2)] == [401, 401]
 
 
+def test_a_client_that_waits_for_100_continue_is_refused_without_sending_its_body(server: Server) -> None:
+    """curl sends large bodies with Expect: 100-continue: it is told no at once, and never asked for the body."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+        client.sendall(b"POST /api/v1/invoices/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer not-a-key\r\n"
+                       b"Content-Type: application/json\r\nContent-Length: 5000000\r\nExpect: 100-continue\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += client.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer
+
+
 def test_a_client_that_hangs_up_mid_body_costs_one_short_line(server: Server) -> None:
     before = server.log_text()
     with socket.create_connection(("127.0.0.1", server.port)) as client:

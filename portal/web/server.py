@@ -123,7 +123,7 @@ class Worker(UvicornWorker):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-class Server(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
+class Server(BaseApplication):
     """gunicorn with these settings, serving this app."""
 
     def __init__(self, app: Any, settings: dict[str, Any]) -> None:
