@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import sys
 
@@ -36,25 +35,24 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=None, help="Defaults to $PORT, then 8000.")
-@click.option("--workers", type=int, default=None,
-              help="Server processes. Defaults to $WEB_CONCURRENCY, then 1. See docs/operations.md for SQLite.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, envvar="PORT",
+              show_envvar=True)
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, envvar="WEB_CONCURRENCY",
+              show_envvar=True, help="Server processes. See docs/operations.md for SQLite.")
 @click.option("--keep-alive", type=click.IntRange(1), default=5, show_default=True,
-              envvar="PORTAL_KEEP_ALIVE_SECONDS", help="Seconds an idle keep-alive connection is kept open.")
+              envvar="PORTAL_KEEP_ALIVE_SECONDS", show_envvar=True,
+              help="Seconds an idle keep-alive connection is kept open.")
 @click.option("--graceful-timeout", type=click.IntRange(1), default=30, show_default=True,
-              envvar="PORTAL_GRACEFUL_TIMEOUT_SECONDS",
+              envvar="PORTAL_GRACEFUL_TIMEOUT_SECONDS", show_envvar=True,
               help="Seconds in-flight requests get to finish after SIGTERM.")
 @click.option("--worker-timeout", type=click.IntRange(1), default=30, show_default=True,
-              envvar="PORTAL_WORKER_TIMEOUT_SECONDS",
+              envvar="PORTAL_WORKER_TIMEOUT_SECONDS", show_envvar=True,
               help="A server process whose event loop is stuck this long is replaced.")
-def serve(host: str, port: int | None, workers: int | None, keep_alive: int, graceful_timeout: int,
-          worker_timeout: int) -> None:
+def serve(host: str, port: int, workers: int, keep_alive: int, graceful_timeout: int, worker_timeout: int) -> None:
     """Run the web server: gunicorn managing uvicorn processes (docs/operations.md)."""
     from portal.web.server import Timeouts
     from portal.web.server import serve as serve_web
 
-    port = port or int(os.environ.get("PORT") or 8000)
-    workers = workers or int(os.environ.get("WEB_CONCURRENCY") or 1)
     if not _settings().secret_keys:
         click.echo("warning: PORTAL_SECRET_KEYS is not set; debtor links are signed with a development key that "
                    "anyone can read in the source. Set it before real debtors get links.", err=True)
@@ -161,8 +159,9 @@ def demo_links() -> None:
 
 @demo.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=None, help="Defaults to $PORT, then 8000.")
-def demo_serve(host: str, port: int | None) -> None:
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, envvar="PORT",
+              show_envvar=True)
+def demo_serve(host: str, port: int) -> None:
     """Serve the app with local Mollie and Stripe emulators (test mode) as its payment providers, so that a
     demo invoice can be paid end to end on this machine. Never for real payments."""
     from portal.app import create_app
@@ -170,7 +169,6 @@ def demo_serve(host: str, port: int | None) -> None:
     from portal.emulators.stripe import StripeEmulator
     from portal.web.server import serve as serve_web
 
-    port = port or int(os.environ.get("PORT") or 8000)
     base_url = f"http://{host}:{port}"
     mollie = MollieEmulator({"test_quittance_demo"}).start()
     stripe = StripeEmulator({"sk_test_quittance_demo"}).start()

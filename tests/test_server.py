@@ -71,8 +71,9 @@ def portal(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def start(tmp: Path, *args: str, workers: int = 2) -> Server:
-    """`portal serve` on a free port, once every worker has started its app."""
+def start(tmp: Path, *args: str, workers: int = 2, port_from_env: bool = False) -> Server:
+    """`portal serve` on a free port (given with --port, or in $PORT as a platform does), once every worker has
+    started its app."""
     url = f"sqlite:///{tmp / 'portal.db'}"
     upgrade(url)
     env = {**os.environ, "PORTAL_DATABASE_URL": url, "PORTAL_STORAGE_DIR": str(tmp / "files"),
@@ -82,10 +83,12 @@ def start(tmp: Path, *args: str, workers: int = 2) -> Server:
     key = portal(env, "apikey", "create", "acme", "--name", "tests").strip().splitlines()[-1]
     port = free_port()
     log = tmp / f"server-{port}.log"
+    port_args = ["--port", str(port)]
+    if port_from_env:
+        env["PORT"], port_args = str(port), []
     with open(log, "wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "portal.cli", "serve", "--port", str(port),
-                                    "--workers", str(workers), *args],
-                                   env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen([sys.executable, "-m", "portal.cli", "serve", *port_args, "--workers",
+                                    str(workers), *args], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     server = Server(process, port, log, key)
     deadline = time.monotonic() + 90
     while server.log_text().count("Application startup complete") < workers or not answers(server.base_url):
@@ -230,8 +233,8 @@ def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_connections(t
 def test_sigint_stops_every_worker_promptly_and_cleanly(tmp_path: Path) -> None:
     """SIGINT to the arbiter alone (a process manager, a script; Ctrl-C in a terminal signals every process) ends
     the workers through uvicorn's shutdown, lifespan included, instead of leaving them to be killed after the
-    graceful timeout."""
-    server = start(tmp_path)
+    graceful timeout. (This server takes its port from $PORT.)"""
+    server = start(tmp_path, port_from_env=True)
     try:
         started = time.monotonic()
         server.process.send_signal(signal.SIGINT)
