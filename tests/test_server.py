@@ -265,6 +265,41 @@ def test_the_workers_stop_when_the_arbiter_is_killed(tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_a_worker_whose_event_loop_is_stuck_is_replaced(tmp_path: Path) -> None:
+    """Why gunicorn manages the processes: a worker whose loop stops turning (here a test app's blocking call)
+    stops telling the arbiter it is alive, and is killed and replaced after the worker timeout."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    code = ("import sys; from portal.web.server import Timeouts, serve; "
+            f"sys.exit(serve('127.0.0.1', {port}, 1, 'tests.support.blocking_app:app', timeouts=Timeouts(worker=3)))")
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=stderr,
+                                   env={**os.environ, "NO_PROXY": "127.0.0.1"})
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                first = httpx.get(base_url, timeout=2).text
+                break
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        with pytest.raises(httpx.TransportError):  # the stuck worker is killed with the request
+            httpx.get(f"{base_url}/block", timeout=30)
+        assert "WORKER TIMEOUT" in log.read_text()
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                second = httpx.get(base_url, timeout=2).text
+                break
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert second != first  # another process answers
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=45)
+
+
 def test_a_port_in_use_is_refused_with_a_clear_message(server: Server, tmp_path: Path) -> None:
     second = subprocess.run([sys.executable, "-m", "portal.cli", "serve", "--port", str(server.port)],
                             env={**os.environ, "PORTAL_DATABASE_URL": f"sqlite:///{tmp_path / 'other.db'}",
