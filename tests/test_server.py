@@ -1,8 +1,9 @@
 """`portal serve` as a deployer runs it: gunicorn's arbiter with uvicorn workers on a loopback port, a temporary
 SQLite database, and real clients (sockets, urllib, httpx). What is checked is what a client or an operator notices:
-a killed worker is replaced while the others serve, SIGTERM lets a request in flight finish, idle keep-alive
-connections are closed, an early refusal reaches a client that sends its whole body first, and a client that hangs
-up mid-body costs one log line."""
+a killed worker is replaced while the others serve, so is one whose event loop is stuck, SIGTERM lets a request in
+flight finish, SIGINT and a killed arbiter stop every worker, idle keep-alive connections are closed, an early
+refusal reaches a client that sends its whole body first, and a client that hangs up mid-body costs one log line.
+(Nothing here times out a half-sent header: uvicorn has no such setting, see portal/web/server.py.)"""
 
 from __future__ import annotations
 
