@@ -25,6 +25,7 @@ from portal.web.api import connectors, customers, documents, events, invoices, l
 from portal.web.api.context import authenticate_request, json_response
 from portal.web.api.operations import Api
 from portal.web import brand, health, metrics, webhooks
+from portal.web.early_answers import DrainBeforeRefusal
 from portal.web.errors import handlers
 from portal.web.headers import SecurityHeaders, provider_origins
 from portal.web.metrics import RequestMetrics
@@ -80,6 +81,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, database: Data
         routes=routes,
         exception_handlers=handlers(),
         middleware=[
+            Middleware(DrainBeforeRefusal),
             # X-Request-ID: kept from a proxy when it looks like an id, else made; returned in the response.
             Middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id,
                        transformer=str),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import sqlite3
 import sys
@@ -46,19 +45,29 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=None, help="Defaults to $PORT, then 8000.")
-@click.option("--workers", type=int, default=None,
-              help="Server processes. Defaults to $WEB_CONCURRENCY, then 1. See docs/operations.md for SQLite.")
-def serve(host: str, port: int | None, workers: int | None) -> None:
-    """Run the web server."""
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, envvar="PORT",
+              show_envvar=True)
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, envvar="WEB_CONCURRENCY",
+              show_envvar=True, help="Server processes. See docs/operations.md for SQLite.")
+@click.option("--keep-alive", type=click.IntRange(1), default=5, show_default=True,
+              envvar="PORTAL_KEEP_ALIVE_SECONDS", show_envvar=True,
+              help="Seconds an idle keep-alive connection is kept open.")
+@click.option("--graceful-timeout", type=click.IntRange(1), default=30, show_default=True,
+              envvar="PORTAL_GRACEFUL_TIMEOUT_SECONDS", show_envvar=True,
+              help="Seconds in-flight requests get to finish after SIGTERM.")
+@click.option("--worker-timeout", type=click.IntRange(1), default=30, show_default=True,
+              envvar="PORTAL_WORKER_TIMEOUT_SECONDS", show_envvar=True,
+              help="A server process whose event loop is stuck this long is replaced.")
+def serve(host: str, port: int, workers: int, keep_alive: int, graceful_timeout: int, worker_timeout: int) -> None:
+    """Run the web server: gunicorn managing uvicorn processes (docs/operations.md)."""
+    from portal.web.server import Timeouts
     from portal.web.server import serve as serve_web
 
-    port = port or int(os.environ.get("PORT") or 8000)
-    workers = workers or int(os.environ.get("WEB_CONCURRENCY") or 1)
     if not _settings().secret_keys:
         click.echo("warning: PORTAL_SECRET_KEYS is not set; debtor links are signed with a development key that "
                    "anyone can read in the source. Set it before real debtors get links.", err=True)
-    sys.exit(serve_web(host, port, workers))
+    sys.exit(serve_web(host, port, workers,
+                       timeouts=Timeouts(keep_alive=keep_alive, graceful=graceful_timeout, worker=worker_timeout)))
 
 
 @main.group()
@@ -174,18 +183,16 @@ def demo_links() -> None:
 
 @demo.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=None, help="Defaults to $PORT, then 8000.")
-def demo_serve(host: str, port: int | None) -> None:
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, envvar="PORT",
+              show_envvar=True)
+def demo_serve(host: str, port: int) -> None:
     """Serve the app with local Mollie and Stripe emulators (test mode) as its payment providers, so that a
     demo invoice can be paid end to end on this machine. Never for real payments."""
-    import uvicorn
-
     from portal.app import create_app
     from portal.emulators.mollie import MollieEmulator
-    from portal.web.server import SETTINGS as SERVER_SETTINGS
     from portal.emulators.stripe import StripeEmulator
+    from portal.web.server import serve as serve_web
 
-    port = port or int(os.environ.get("PORT") or 8000)
     base_url = f"http://{host}:{port}"
     mollie = MollieEmulator({"test_quittance_demo"}).start()
     stripe = StripeEmulator({"sk_test_quittance_demo"}).start()
@@ -195,10 +202,12 @@ def demo_serve(host: str, port: int | None) -> None:
         stripe_api_key="sk_test_quittance_demo", stripe_api_url=stripe.base_url, stripe_webhook_secrets=(secret,))
     click.echo(f"test-mode payment emulators: Mollie on {mollie.base_url}, Stripe on {stripe.base_url}", err=True)
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, **SERVER_SETTINGS)
+        # One server process, forked from this one; it reaches the emulators (threads of this process) over loopback.
+        status = serve_web(host, port, 1, create_app(settings))
     finally:
         mollie.stop()
         stripe.stop()
+    sys.exit(status)
 
 
 @demo.command("pdf")

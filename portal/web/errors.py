@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from portal.errors import Conflict, InvalidInput, NotFound, QuittanceError, Unauthenticated
@@ -73,6 +73,12 @@ async def csrf_failure(request: Request, _exc: Exception) -> Response:
     return await _html_error(request, 403)
 
 
+async def client_disconnect(request: Request, _exc: Exception) -> Response:
+    # Not our error, and nothing to debug: one line, and an answer that nobody will read.
+    log.info("client hung up before sending the whole request: %s %s", request.method, request.url.path)
+    return Response(status_code=400)
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     if not _is_api(request):
@@ -87,5 +93,6 @@ def handlers() -> dict[Any, Any]:
         HTTPException: http_exception,
         NoSession: no_session,
         CsrfFailure: csrf_failure,
+        ClientDisconnect: client_disconnect,
         Exception: server_error,
     }
