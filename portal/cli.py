@@ -238,6 +238,9 @@ def org_brand(org_slug: str, color: str | None, contact_email: str | None, conta
 def reconcile_command(quiet_minutes: int) -> None:
     """Ask the payment providers about checkouts whose webhooks may be lost, and apply what they say."""
     import datetime as dt
+    import functools
+
+    import anyio
 
     from portal.providers.registry import ProviderRegistry
     from portal.reconcile import reconcile
@@ -245,8 +248,8 @@ def reconcile_command(quiet_minutes: int) -> None:
     settings = _settings()
     database = _database()
     try:
-        report = reconcile(database, ProviderRegistry(settings), settings, SystemClock().now(),
-                           quiet_for=dt.timedelta(minutes=quiet_minutes))
+        report = anyio.run(functools.partial(reconcile, database, ProviderRegistry(settings), settings,
+                                             SystemClock().now(), quiet_for=dt.timedelta(minutes=quiet_minutes)))
     finally:
         database.dispose()
     click.echo(f"asked {report.asked} checkout(s): {report.changed} changed, {report.unreachable} unreachable")
