@@ -176,3 +176,18 @@ def test_chunks_are_made_off_the_event_loop(tmp_path: Path) -> None:
     assert threads and loop_thread not in threads
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
         assert archive.read("doc.pdf") == b"x" * (300 * KB)
+
+
+def test_chunk_boundaries_between_entries(tmp_path: Path) -> None:
+    """Files of every size around the chunk, so that headers land on a chunk's edge: each chunk stays within
+    one chunk and one entry's headers, and the archive is whole."""
+    files = []
+    for n, size in enumerate((0, 1, 4000, 4095, 4096, 4097, 8192, 10_000)):
+        path = tmp_path / f"{n}.pdf"
+        path.write_bytes(bytes([n]) * size)
+        files.append((f"{n}.pdf", path))
+    made = list(zip_download.zip_chunks(files, chunk=4096))
+    assert max(len(c) for c in made) <= 4096 + 200
+    with zipfile.ZipFile(io.BytesIO(b"".join(made))) as archive:
+        assert archive.testzip() is None
+        assert [len(archive.read(name)) for name, _ in files] == [0, 1, 4000, 4095, 4096, 4097, 8192, 10_000]

@@ -48,7 +48,8 @@ def check(count: int, total_bytes: int, *, max_files: int, max_bytes: int) -> Re
 
 
 class _Sink:
-    """Where zipfile writes: a buffer emptied chunk by chunk. No seek nor tell, so zipfile streams."""
+    """Where zipfile writes: a buffer emptied chunk by chunk. No seek nor tell, so zipfile streams (sizes in a
+    data descriptor after each entry)."""
 
     def __init__(self) -> None:
         self.buffer = bytearray()
@@ -60,6 +61,9 @@ class _Sink:
     def flush(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
     def take(self) -> bytes:
         data = bytes(self.buffer)
         self.buffer.clear()
@@ -69,16 +73,19 @@ class _Sink:
 def zip_chunks(files: Sequence[tuple[str, Path]], chunk: int = CHUNK) -> Generator[bytes, None, None]:
     """A ZIP archive of `files` (entry name, path), as chunks of about `chunk` bytes, read as they are asked for."""
     sink = _Sink()
-    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]  # write and flush are all it uses
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as archive:
         for entry, path in files:
             info = zipfile.ZipInfo.from_file(path, entry)
             info.compress_type = zipfile.ZIP_STORED
             with path.open("rb") as source, archive.open(info, "w") as target:
-                # Read only what fills the chunk: a chunk is `chunk` bytes and a header or two at most.
-                while block := source.read(chunk - len(sink.buffer)):
-                    target.write(block)
+                while True:
                     if len(sink.buffer) >= chunk:
                         yield sink.take()
+                    # Only what fills the chunk: a chunk is `chunk` bytes and an entry's headers at most.
+                    block = source.read(chunk - len(sink.buffer))
+                    if not block:
+                        break
+                    target.write(block)
     yield sink.take()  # the rest, and the central directory written on closing
 
 
