@@ -299,6 +299,9 @@ def documents_migrate(target_url: str) -> None:
 def reconcile_command(quiet_minutes: int) -> None:
     """Ask the payment providers about checkouts whose webhooks may be lost, and apply what they say."""
     import datetime as dt
+    import functools
+
+    import anyio
 
     from portal.providers.registry import ProviderRegistry
     from portal.reconcile import reconcile
@@ -306,8 +309,8 @@ def reconcile_command(quiet_minutes: int) -> None:
     settings = _settings()
     database = _database()
     try:
-        report = reconcile(database, ProviderRegistry(settings), settings, SystemClock().now(),
-                           quiet_for=dt.timedelta(minutes=quiet_minutes))
+        report = anyio.run(functools.partial(reconcile, database, ProviderRegistry(settings), settings,
+                                             SystemClock().now(), quiet_for=dt.timedelta(minutes=quiet_minutes)))
     finally:
         database.dispose()
     click.echo(f"asked {report.asked} checkout(s): {report.changed} changed, {report.unreachable} unreachable")

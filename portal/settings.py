@@ -33,6 +33,9 @@ class Limits:
     # A PDF rarely compresses better than 20:1; 100:1 leaves room and still stops a bomb on its first megabytes.
     archive_ratio: int = 100
     batch_items: int = 1_000
+    # A debtor's zip of PDFs (GET /portal/download): at most this many files and bytes of them in one archive.
+    download_files: int = 100
+    download_bytes: int = 200 * MB
 
 
 @dataclasses.dataclass(frozen=True)

@@ -200,7 +200,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         if loop.time() >= self._next_reconcile:
             self._next_reconcile = loop.time() + self.options.reconcile_seconds
-            report = await run_in_threadpool(reconcile, self.db, self._providers, self.settings, self.clock.now())
+            report = await reconcile(self.db, self._providers, self.settings, self.clock.now())
             if report.asked:
                 log.info("reconciliation: %s", report)
         await self._imports()

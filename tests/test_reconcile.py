@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 
 from portal.app import create_app
@@ -30,7 +31,7 @@ def debtor(app: Any, tenant: Tenant) -> Debtor:
 
 def run(app: Any) -> Any:
     services = app.state.services
-    return reconcile(services.db, ProviderRegistry(services.settings), services.settings, services.now())
+    return anyio.run(reconcile, services.db, ProviderRegistry(services.settings), services.settings, services.now())
 
 
 def test_a_lost_webhook_is_made_good(app: Any, debtor: Debtor, database: Any, mollie: Any, clock: Any) -> None:  # noqa: F811

@@ -65,7 +65,8 @@ payments = sa.Table(
     sa.Column("organization_id", Id, sa.ForeignKey("organizations.id"), nullable=False),
     sa.Column("checkout_id", Id, sa.ForeignKey("checkouts.id"), nullable=False),
     sa.Column("provider", sa.String(20), nullable=False),
-    # The provider's id of the money movement (Mollie tr_, Stripe pi_): a payment is recorded once per id.
+    # The provider's id of the money movement (Mollie tr_, Stripe pi_): a payment is recorded once per id and
+    # organization (organizations that share the install's keys must never block each other).
     sa.Column("provider_payment_id", sa.String(100), nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("amount_minor", Minor, nullable=False),
@@ -74,7 +75,7 @@ payments = sa.Table(
     sa.Column("charged_back_minor", Minor, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
-    sa.UniqueConstraint("provider", "provider_payment_id"),
+    sa.UniqueConstraint("organization_id", "provider", "provider_payment_id"),
 )
 
 allocations = sa.Table(
@@ -92,7 +93,8 @@ allocations = sa.Table(
     sa.Index("ix_allocations_invoice", "invoice_id"),
 )
 
-# Stripe events seen, by id: a redelivered event is answered without a second effect.
+# Stripe events seen, by id and organization: a redelivered event is answered without a second effect. An event
+# of another organization's checkout (organizations sharing one Stripe account) is not kept here at all.
 provider_events = sa.Table(
     "provider_events",
     metadata,
@@ -102,7 +104,7 @@ provider_events = sa.Table(
     sa.Column("event_id", sa.String(100), nullable=False),
     sa.Column("event_type", sa.String(80), nullable=False),
     sa.Column("received_at", Timestamp, nullable=False),
-    sa.UniqueConstraint("provider", "event_id"),
+    sa.UniqueConstraint("organization_id", "provider", "event_id"),
 )
 
 review_items = sa.Table(
@@ -118,7 +120,9 @@ review_items = sa.Table(
     sa.Column("data", sa.JSON(), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("resolved_at", Timestamp),
-    sa.UniqueConstraint("provider", "provider_payment_id", "reason"),
+    # Named by hand: the convention's name is longer than PostgreSQL's 63 characters.
+    sa.UniqueConstraint("organization_id", "provider", "provider_payment_id", "reason",
+                        name="uq_review_items_org_provider_payment_id_reason"),
     sa.Index("ix_review_items_org", "organization_id", "resolved_at", "id"),
 )
 

@@ -2,7 +2,10 @@
 reconciliation, so that all three have exactly the same effect.
 
 Guarantees, each enforced in one transaction with the checkout and its invoices locked:
-- a payment is recorded once per provider payment id (a unique constraint backs the check);
+- everything is per organization: organizations that share the install's provider keys see each other's
+  payments at their webhooks, and a report about another organization's checkout changes nothing here and
+  leaves nothing behind (no review item, no payment), so the rightful organization's own delivery goes through;
+- a payment is recorded once per organization and provider payment id (a unique constraint backs the check);
 - it is applied only if its amount, currency and checkout are ours; anything else goes to review;
 - a checkout's state only moves forward: an "expired" that arrives after "paid" changes nothing;
 - refunds and chargebacks are reported as cumulative totals, so applying the same report twice changes
@@ -57,6 +60,8 @@ class Outcome:
     review_reason: str | None = None
     refunded_minor: int = 0
     charged_back_minor: int = 0
+    # The report is about another organization's checkout or payment: nothing was written.
+    elsewhere: bool = False
 
 
 # The statements of the hot path (a webhook that pays a checkout), built once with bind parameters: building a
@@ -68,22 +73,36 @@ _CHECKOUT_BY_PUBLIC_ID = sa.select(checkouts).where(
 _CHECKOUT_BY_PAYMENT = sa.select(checkouts).where(
     checkouts.c.organization_id == sa.bindparam("organization_id"),
     checkouts.c.id.in_(sa.select(payments.c.checkout_id).where(
+        payments.c.organization_id == sa.bindparam("organization_id"),
         payments.c.provider == sa.bindparam("provider"),
         payments.c.provider_payment_id == sa.bindparam("payment_id"))))
 _LOCKED_CHECKOUT_BY_PUBLIC_ID = _CHECKOUT_BY_PUBLIC_ID.with_for_update()
 _LOCKED_CHECKOUT_BY_PAYMENT = _CHECKOUT_BY_PAYMENT.with_for_update()
-# A provider's payment id is unique across all organizations; a report may only ever touch the payment of the
-# checkout it is about (another checkout's, of this organization or of another, never).
+# A report may only ever touch the payment of the checkout it is about (another checkout's, never).
 _PAYMENT_OF_CHECKOUT = sa.select(payments).where(
     payments.c.checkout_id == sa.bindparam("checkout_id"), payments.c.provider == sa.bindparam("provider"),
     payments.c.provider_payment_id == sa.bindparam("payment_id"))
 _PAYMENT_BY_ID = sa.select(payments).where(payments.c.id == sa.bindparam("payment_id"))
 # The parameters given at execution say which columns are set.
 _UPDATE_CHECKOUT = checkouts.update().where(checkouts.c.id == sa.bindparam("checkout_id"))
-# Recorded once per provider payment id: a payment already there is left as it is and nothing comes back (one
-# round trip where "look, then insert" took two; a concurrent first insert waits for the other and sees it).
+# Whether a report that names no checkout of this organization is about another organization's: by our checkout
+# id in the provider's metadata, or by the provider's payment id (recorded, or seen on a checkout).
+_ELSEWHERE_BY_PUBLIC_ID = sa.select(checkouts.c.id).where(
+    checkouts.c.public_id == sa.bindparam("public_id"),
+    checkouts.c.organization_id != sa.bindparam("organization_id")).limit(1)
+_ELSEWHERE_BY_PAYMENT = sa.union_all(
+    sa.select(payments.c.id).where(
+        payments.c.provider == sa.bindparam("provider"), payments.c.provider_payment_id == sa.bindparam("payment_id"),
+        payments.c.organization_id != sa.bindparam("organization_id")),
+    sa.select(checkouts.c.id).where(
+        checkouts.c.provider == sa.bindparam("provider"), checkouts.c.provider_payment_ref == sa.bindparam("payment_id"),
+        checkouts.c.organization_id != sa.bindparam("organization_id"))).limit(1)
+# Recorded once per organization and provider payment id: a payment already there is left as it is and nothing
+# comes back (one round trip where "look, then insert" took two; a concurrent first insert waits for the other and
+# sees it).
 _INSERT_PAYMENT = {
-    dialect: insert(payments).on_conflict_do_nothing(index_elements=["provider", "provider_payment_id"])
+    dialect: insert(payments).on_conflict_do_nothing(
+        index_elements=["organization_id", "provider", "provider_payment_id"])
     .returning(*payments.c)
     for dialect, insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))}
 _UPDATE_PAID = invoices.update().where(invoices.c.id == sa.bindparam("invoice_id"))
@@ -99,6 +118,8 @@ _LOCKED_ITEMS = _ITEMS.with_for_update(of=invoices)
 
 def apply(conn: sa.Connection, organization_id: int, observation: PaymentObservation, now: dt.datetime) -> Outcome:
     checkout = _locked_checkout(conn, organization_id, observation)
+    if checkout is None and _elsewhere(conn, organization_id, observation):
+        return Outcome(None, elsewhere=True)
     if checkout is None or checkout.provider != observation.provider:
         if observation.status == "paid" and observation.payment_id:
             _review(conn, organization_id, observation, "unknown_checkout",
@@ -149,6 +170,22 @@ def _locked_checkout(conn: sa.Connection, organization_id: int,
     return conn.execute(query, params).first()
 
 
+def _elsewhere(conn: sa.Connection, organization_id: int, observation: PaymentObservation) -> bool:
+    """Whether the report is about another organization's checkout or payment (organizations that share the
+    install's provider keys receive each other's webhooks)."""
+    if observation.checkout_public_id:
+        found = conn.execute(_ELSEWHERE_BY_PUBLIC_ID, {
+            "organization_id": organization_id, "public_id": observation.checkout_public_id}).first()
+        if found is not None:
+            return True
+    if observation.payment_id:
+        found = conn.execute(_ELSEWHERE_BY_PAYMENT, {
+            "organization_id": organization_id, "provider": observation.provider,
+            "payment_id": observation.payment_id}).first()
+        return found is not None
+    return False
+
+
 def _advance(conn: sa.Connection, checkout: sa.Row[Any], observation: PaymentObservation, now: dt.datetime) -> str:
     """Move the checkout forward to what the provider says, never back."""
     wanted = observation.status
@@ -177,8 +214,8 @@ def _review(conn: sa.Connection, organization_id: int, observation: PaymentObser
     """Park a payment for a person, once per (payment, reason), and tell the billing system."""
     payment_id = observation.payment_id or observation.checkout_public_id or "unknown"
     exists = conn.scalar(sa.select(review_items.c.id).where(
-        review_items.c.provider == observation.provider, review_items.c.provider_payment_id == payment_id,
-        review_items.c.reason == reason))
+        review_items.c.organization_id == organization_id, review_items.c.provider == observation.provider,
+        review_items.c.provider_payment_id == payment_id, review_items.c.reason == reason))
     if exists is not None:
         return
     conn.execute(review_items.insert().values(

@@ -1,4 +1,4 @@
-"""Mollie through mollie-api-python 4.0.0 (synchronous: callers run it in a worker thread).
+"""Mollie through mollie-api-python 4.0.0 (synchronous: async callers go through portal.providers.calls).
 
 A Mollie webhook carries only `id=tr_…`; the truth is fetched with the organization's key, so nothing in the
 webhook body is trusted.

@@ -1,4 +1,5 @@
-"""Stripe Checkout through stripe-python 16.1.0 (synchronous client: callers run it in a worker thread).
+"""Stripe Checkout through stripe-python 16.1.0 (synchronous client: async callers go through
+portal.providers.calls).
 
 A Stripe webhook proves itself with `Stripe-Signature` over the raw body; every configured secret is tried, so
 secrets rotate without a gap. Event ids are deduplicated by the caller; here an event becomes a

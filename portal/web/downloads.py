@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from urllib.parse import quote
 
 from starlette.background import BackgroundTask
@@ -29,8 +29,10 @@ def content_disposition(name: str, extension: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(readable + '.' + extension)}"
 
 
-def attachment(chunks: Iterable[bytes] | Iterator[bytes], *, name: str, extension: str, media_type: str,
-               size: int | None = None, background: BackgroundTask | None = None) -> StreamingResponse:
+def attachment(chunks: Iterable[bytes] | Iterator[bytes] | AsyncIterable[bytes], *, name: str, extension: str,
+               media_type: str, size: int | None = None,
+               background: BackgroundTask | None = None) -> StreamingResponse:
+    """`chunks` read in Starlette's thread pool, or an async iterable that keeps off the loop by itself."""
     headers = {
         "Content-Disposition": content_disposition(name, extension),
         "X-Content-Type-Options": "nosniff",
@@ -39,5 +41,6 @@ def attachment(chunks: Iterable[bytes] | Iterator[bytes], *, name: str, extensio
     }
     if size is not None:
         headers["Content-Length"] = str(size)
-    body: AsyncIterator[bytes] = iterate_in_threadpool(iter(chunks))
+    body: AsyncIterable[bytes] | AsyncIterator[bytes] = (
+        chunks if isinstance(chunks, AsyncIterable) else iterate_in_threadpool(iter(chunks)))
     return StreamingResponse(body, media_type=media_type, headers=headers, background=background)

@@ -7,6 +7,14 @@ Stripe: the signature over the raw body is checked against each of the organizat
 400 and writes nothing. Events are recorded by id in the same transaction as their effect, so a redelivery
 does nothing twice; unknown types get 200.
 
+Organizations may share the install's provider keys (and so one Stripe account, which sends every event to
+every organization's endpoint, and one Mollie account, whose payment ids any of them can fetch). Everything is
+recorded per organization, and a payment of another organization's checkout gets 200 and leaves nothing here
+(no event, no payment, no review item): the rightful organization's webhook records it as if this one had
+never seen it.
+
+Provider SDK calls (Mollie's fetch) run in threads of their own (portal.providers.calls), never on the loop.
+
 Stripe sends an event for every payment, so its handler keeps each organization's id and payment configuration
 (per app, after the first event) instead of reading them in a transaction of their own every time. The kept
 configuration is never trusted on its own: the transaction that records an event first reads the
@@ -27,7 +35,6 @@ from urllib.parse import parse_qs
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -36,6 +43,7 @@ from portal.db.organizations import organizations
 from portal.db.payments import payment_settings, provider_events
 from portal.domain import payments
 from portal.domain.payment_settings import ProviderConfig, config_for
+from portal.providers.calls import provider_call
 from portal.providers.interface import BadWebhook, ProviderUnavailable, UnknownPayment
 from portal.providers.mollie import PAYMENT_ID
 from portal.providers.stripe import VerifiedEvent
@@ -84,13 +92,16 @@ async def mollie(request: Request) -> Response:
         return _empty(400 if not PAYMENT_ID.fullmatch(payment_id) else 200)
     services = _services(request)
     try:
-        observation = await run_in_threadpool(services.providers.get("mollie", config).fetch, payment_id)
+        observation = await provider_call(services.providers.get("mollie", config).fetch, payment_id)
     except UnknownPayment:
         return _empty(200)
     except ProviderUnavailable:
         log.warning("Mollie unreachable while handling the webhook for %s", payment_id)
         return _empty(503)
     outcome = await services.db.write(payments.apply, org_id, observation, services.now())
+    if outcome.elsewhere:
+        log.info("mollie %s: a payment of another organization, left to its own webhook", payment_id)
+        return _empty(200)
     log.info("mollie %s: %s", payment_id, outcome)
     return _empty(200)
 
@@ -107,12 +118,15 @@ class _Known:
 
 _ORG_ID = sa.select(organizations.c.id).where(organizations.c.slug == sa.bindparam("slug"))
 _SETTINGS_ROW = sa.select(payment_settings).where(payment_settings.c.organization_id == sa.bindparam("org_id"))
-# Record the event, or learn that it was recorded before, in one statement; a concurrent twin waits for the
-# first one's transaction and then inserts nothing.
+# Record the event, or learn that this organization recorded it before, in one statement; a concurrent twin
+# waits for the first one's transaction and then inserts nothing.
 _RECORD_EVENT = {
-    dialect: insert(provider_events).on_conflict_do_nothing(index_elements=["provider", "event_id"])
+    dialect: insert(provider_events).on_conflict_do_nothing(
+        index_elements=["organization_id", "provider", "event_id"])
     .returning(provider_events.c.id)
     for dialect, insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))}
+# An event about another organization's checkout is not kept: it is that organization's to record.
+_FORGET_EVENT = provider_events.delete().where(provider_events.c.id == sa.bindparam("event_row"))
 _STALE = object()  # the configuration changed since the signature was checked
 _STRIPE_ATTEMPTS = 3
 
@@ -172,7 +186,12 @@ async def stripe(request: Request) -> Response:
             "event_type": event.event_type, "received_at": now}).first()
         if recorded is None:
             return None  # seen before
-        return payments.apply(conn, known.org_id, event.observation, now) if event.observation else None
+        if event.observation is None:
+            return None
+        outcome = payments.apply(conn, known.org_id, event.observation, now)
+        if outcome.elsewhere:
+            conn.execute(_FORGET_EVENT, {"event_row": recorded.id})
+        return outcome
 
     for _ in range(_STRIPE_ATTEMPTS):
         try:

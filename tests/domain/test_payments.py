@@ -113,18 +113,43 @@ def test_a_payment_that_does_not_match_goes_to_review(database: Any, scope: Any,
     assert after["events"] == ["payment.needs_review"]
 
 
-def test_another_organizations_checkout_is_never_paid(database: Any, scope: Any, clock: Any,
-                                                      other_tenant: Tenant) -> None:
+def test_another_organizations_checkout_is_never_paid_nor_reviewed(database: Any, scope: Any, clock: Any,
+                                                                   other_tenant: Tenant) -> None:
+    """Organizations sharing the install's provider keys receive each other's reports: one about another
+    organization's checkout leaves nothing behind, and the rightful organization's report still pays."""
     checkout = start(database, scope, clock, "A")
-    database.run(apply, other_tenant.org.id, paid(checkout), clock.now())
-    assert state(database)["invoices"]["A"] == ("open", 0)
-    assert state(database)["reviews"] == ["unknown_checkout"]
+    before = state(database)
+    for report in (paid(checkout), paid(checkout, status="expired"), paid(checkout, amount_minor=1)):
+        outcome = database.run(apply, other_tenant.org.id, report, clock.now())
+        assert outcome.elsewhere and outcome.review_reason is None
+    assert state(database) == before, "no payment, review item, event or checkout change anywhere"
+    outcome = database.run(apply, scope.organization_id, paid(checkout), clock.now())
+    assert outcome.recorded_payment and not outcome.elsewhere
+    assert state(database)["invoices"]["A"] == ("paid", 10000)
+    # Now recorded: a report naming only the payment id (a Stripe refund or dispute) is known as elsewhere too.
+    outcome = database.run(apply, other_tenant.org.id, paid(checkout, checkout_public_id=None, refunded_minor=10000),
+                           clock.now())
+    assert outcome.elsewhere
+    assert state(database)["invoices"]["A"] == ("paid", 10000) and state(database)["reviews"] == []
+
+
+def test_a_payment_of_no_organization_goes_to_review_per_organization(database: Any, scope: Any, clock: Any,
+                                                                     other_tenant: Tenant) -> None:
+    """A payment that names no checkout anywhere is each receiving organization's to review, and one
+    organization's review item never keeps another's from being recorded."""
+    checkout = start(database, scope, clock, "A")
+    stray = paid(checkout, "tr_stray", checkout_public_id="co_nobody")
+    database.run(apply, other_tenant.org.id, stray, clock.now())
+    database.run(apply, scope.organization_id, stray, clock.now())
+    with database.transaction() as conn:
+        owners = sorted(conn.scalars(sa.select(review_items.c.organization_id)).all())
+    assert owners == sorted([scope.organization_id, other_tenant.org.id])
 
 
 def test_a_report_never_touches_another_checkouts_payment(database: Any, scope: Any, clock: Any,
                                                           other_tenant: Tenant) -> None:
     """An organization can sign reports for its own checkouts; one that names the provider payment id of
-    another organization's payment must neither pay its own invoice nor move that payment."""
+    another organization's payment never moves that payment: payments are looked up per organization."""
     checkout = start(database, scope, clock, "A")
     database.run(apply, scope.organization_id, paid(checkout, "tr_theirs"), clock.now())
     other_tenant.put_customer()
@@ -136,9 +161,11 @@ def test_a_report_never_touches_another_checkouts_payment(database: Any, scope: 
     database.run(apply, other_tenant.org.id, paid(theirs, "tr_theirs", refunded_minor=10000), clock.now())
     after = state(database)
     assert after["invoices"]["A"] == ("paid", 10000)  # the first organization's payment is untouched
-    assert after["invoices"]["X"] == ("open", 0)
-    assert after["payments"] == before["payments"] == 1
-    assert after["reviews"] == ["unknown_checkout"]
+    with database.transaction() as conn:
+        first = conn.execute(sa.select(payments).where(payments.c.organization_id == scope.organization_id)).one()
+        kinds = conn.scalars(sa.select(allocations.c.kind).where(allocations.c.payment_id == first.id)).all()
+    assert (first.refunded_minor, first.checkout_id, kinds) == (0, checkout.id, ["payment"])
+    assert before["payments"] == 1
 
 
 def test_refunds_and_chargebacks_reopen_last_invoice_first(database: Any, scope: Any, clock: Any) -> None:

@@ -5,15 +5,11 @@ transaction that also re-checks the link (the history page's, in one statement).
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
-import zipfile
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
-from starlette.background import BackgroundTask
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -30,13 +26,13 @@ from portal.web.api.bodies import read_bounded
 from portal.web.api.problems import HttpProblem
 from portal.web.downloads import attachment, safe_filename
 from portal.web.portal import session as sessions
+from portal.web.portal import zip_download
 from portal.web.portal.view import history_row_view, invoice_view, summary_view, timeline_view
 
 T = TypeVar("T")
 FORM_LIMIT = 16 * 1024
 # Enough for a checkout of 100 invoices plus the other fields.
 FORM_FIELDS = 120
-ZIP_LIMIT = 100
 # Debtor-visible timeline entries; the rest (pushes, revisions) is bookkeeping for staff.
 DEBTOR_TIMELINE = {"activated", "created", "due_date_extended", "cancelled", "document_attached", "remark", "payment",
                    "refund", "refund_reversed", "chargeback", "chargeback_reversed"}
@@ -231,30 +227,29 @@ async def pdf(request: Request) -> Response:
 
 
 async def download_zip(request: Request) -> Response:
-    """Several selected invoices' PDFs as one zip, built in a temporary file (never whole in memory)."""
-    ids = [int(v) for v in request.query_params.getlist("invoice") if v.isdigit() and len(v) < 18][:ZIP_LIMIT]
-    debtor_req, rows = await debtor_request(request, lambda conn, scope: debtor.invoices_by_ids(conn, scope, ids))
+    """Several selected invoices' PDFs as one zip, each PDF once, within the download limits, streamed as it is
+    built off the event loop (zip_download)."""
+    ids = zip_download.distinct_ids(request.query_params.getlist("invoice"))
+    limits = services_of(request).settings.limits
+    too_many = len(ids) > limits.download_files
+    debtor_req, rows = await debtor_request(
+        request, lambda conn, scope: [] if too_many else debtor.invoices_by_ids(conn, scope, ids))
     store = debtor_req.services.documents
     with_documents = [row for row in rows if row.document_sha256 and store.exists(row.document_sha256)]
+    refusal = zip_download.check(len(ids) if too_many else len(with_documents),
+                                 sum(row.document_size or 0 for row in with_documents),
+                                 max_files=limits.download_files, max_bytes=limits.download_bytes)
+    if refusal is not None:
+        return debtor_req.render("portal/download_refused.html", {
+            "reason": refusal.reason, "limit": refusal.limit, "megabytes": refusal.limit // (1024 * 1024)},
+            status=422)
     if not with_documents:
         return RedirectResponse("/portal?nodocuments=1", status_code=303)
-    handle, name = tempfile.mkstemp(prefix="quittance-zip-", suffix=".zip")
     names: set[str] = set()
-    with os.fdopen(handle, "wb") as file, zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
-        for row in with_documents:
-            entry = _unique(names, row.number or row.external_id)
-            with archive.open(entry, "w") as member:
-                for chunk in store.iter_bytes(row.document_sha256):
-                    member.write(chunk)
-    size = os.path.getsize(name)
-
-    def chunks() -> Any:
-        with open(name, "rb") as file:
-            while chunk := file.read(64 * 1024):
-                yield chunk
-
-    return attachment(chunks(), name=f"{debtor_req.scope.organization_name} invoices", extension="zip",
-                      media_type="application/zip", size=size, background=BackgroundTask(os.unlink, name))
+    files = [(_unique(names, row.number or row.external_id), row.document_sha256) for row in with_documents]
+    return attachment(zip_download.in_threads(zip_download.zip_chunks(store, files)),
+                      name=f"{debtor_req.scope.organization_name} invoices", extension="zip",
+                      media_type="application/zip")
 
 
 def _unique(names: set[str], wanted: str) -> str:

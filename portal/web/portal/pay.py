@@ -13,7 +13,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -23,6 +22,7 @@ from portal.domain.checkouts import OPEN_STATES
 from portal.domain.links import DebtorScope
 from portal.domain.payment_settings import ProviderConfig, config_for
 from portal.errors import InvalidInput
+from portal.providers.calls import provider_call
 from portal.providers.interface import CheckoutLine, CheckoutRequest, ProviderError
 from portal.web.portal import session as sessions
 from portal.web.portal.pages import DebtorRequest, debtor_request, read_form, services_of
@@ -118,7 +118,7 @@ async def start_checkout(request: Request) -> Response:
         webhook_url=f"{base}/webhooks/{provider_name}/{debtor_req.scope.organization_slug}",
         locale=debtor_req.language, method=checkout.method)
     try:
-        opened = await run_in_threadpool(provider.create_checkout, request_)
+        opened = await provider_call(provider.create_checkout, request_)
     except ProviderError:
         await services.db.write(checkouts.provider_failed, checkout.id, services.now())
         selection = await services.db.read(lambda conn: _selection_or_error(conn, debtor_req.scope, ids))
@@ -146,7 +146,7 @@ async def _cancel_at_providers(services: Any, config: ProviderConfig, superseded
     for old in superseded:
         if old.provider_ref:
             try:
-                await run_in_threadpool(services.providers.get(old.provider, config).cancel, old.provider_ref)
+                await provider_call(services.providers.get(old.provider, config).cancel, old.provider_ref)
             except ProviderError:
                 pass  # reconciliation picks it up; if it gets paid anyway, both payments are recorded
 
@@ -197,10 +197,10 @@ async def _current_checkout(request: Request, *, cancelling: bool = False) -> tu
         # provider's answer below still says so.
         await services.db.write(checkouts.cancelled_by_debtor, checkout.id, services.now())
         with contextlib.suppress(ProviderError):
-            await run_in_threadpool(provider.cancel, checkout.provider_ref)
+            await provider_call(provider.cancel, checkout.provider_ref)
     if (checkout.status in ("open", "processing") or cancelling) and (cancelling or POLLS.due(public_id, services.now().timestamp())):
         with contextlib.suppress(ProviderError):
-            observation = await run_in_threadpool(provider.fetch, checkout.provider_ref)
+            observation = await provider_call(provider.fetch, checkout.provider_ref)
             await services.db.write(payments.apply, checkout.organization_id, observation, services.now())
         checkout = await services.db.read(lambda conn: checkouts.for_debtor(conn, debtor_req.scope, public_id))
     return debtor_req, checkout
