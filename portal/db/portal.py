@@ -52,3 +52,6 @@ remarks = sa.Table(
     sa.Index("ix_remarks_invoice", "invoice_id", "id"),
     sa.Index("ix_remarks_link", "link_id", "created_at"),
 )
+
+# The access tables (sessions reference portal_links) register on the same metadata with this module.
+from portal.db import access  # noqa: E402,F401
