@@ -57,7 +57,7 @@ class Verdict:
     retry_after: int
 
 
-# The limits Quittance applies (docs/security.md lists them).
+# The limits Quittance applies (docs/operations.md lists them).
 # A debtor starting checkouts: each start may create a payment at the provider.
 CHECKOUT_STARTS = Limit("checkout-start", 5, dt.timedelta(minutes=1))
 # A client address presenting link tokens that do not open a portal (bad signature, expired, revoked).
