@@ -62,28 +62,20 @@ async def pay_page(request: Request) -> Response:
 
 
 def _render_pay(debtor_req: DebtorRequest, selection: Any, config: ProviderConfig, ids: list[int],
-                status: int = 200, problem: str | None = None,
-                throttle: rate_limits.Verdict | None = None) -> Response:
-    if throttle is not None:
-        # Too many starts: the selection again, with when to try; nothing went to a provider.
-        status, problem = 429, "too_many"
-    retry_minutes = -(-throttle.retry_after // 60) if throttle else 0
+                status: int = 200, problem: str | None = None, retry_after: int = 0) -> Response:
+    retry_minutes = -(-retry_after // 60)
     if isinstance(selection, InvalidInput):
         problem = problem or ("currencies" if "currencies" in selection.detail else "nothing")
-        response = debtor_req.render("portal/pay.html", {"problem": problem, "rows": [], "ids": ids, "choices": [],
-                                                         "retry_minutes": retry_minutes},
-                                     status=422 if status == 200 else status)
-    else:
-        response = debtor_req.render("portal/pay.html", {
-            "problem": problem, "ids": [row.id for row, _ in selection.items],
-            "rows": [{**row_view(row, debtor_req.today), "pay": Amount(amount, selection.currency)}
-                     for row, amount in selection.items],
-            "total": Amount(selection.amount_minor, selection.currency), "choices": choices(config),
-            "retry_minutes": retry_minutes,
-        }, status=status)
-    if throttle is not None:
-        response.headers.update(retry_after_header(throttle))
-    return response
+        return debtor_req.render("portal/pay.html", {"problem": problem, "rows": [], "ids": ids, "choices": [],
+                                                     "retry_minutes": retry_minutes},
+                                 status=422 if status == 200 else status)
+    return debtor_req.render("portal/pay.html", {
+        "problem": problem, "ids": [row.id for row, _ in selection.items],
+        "rows": [{**row_view(row, debtor_req.today), "pay": Amount(amount, selection.currency)}
+                 for row, amount in selection.items],
+        "total": Amount(selection.amount_minor, selection.currency), "choices": choices(config),
+        "retry_minutes": retry_minutes,
+    }, status=status)
 
 
 async def start_checkout(request: Request) -> Response:
@@ -114,7 +106,11 @@ async def start_checkout(request: Request) -> Response:
     debtor_req, (started, config) = await debtor_request(request, prepare, write=True)
     if isinstance(started, rate_limits.Verdict):
         selection = await services.db.read(lambda conn: _selection_or_error(conn, debtor_req.scope, ids))
-        return _render_pay(debtor_req, selection, config, ids, throttle=started)
+        # The selection again, with when to try; nothing went to a provider.
+        response = _render_pay(debtor_req, selection, config, ids, status=429, problem="too_many",
+                               retry_after=started.retry_after)
+        response.headers.update(retry_after_header(started))
+        return response
     if isinstance(started, InvalidInput):
         selection = await services.db.read(lambda conn: _selection_or_error(conn, debtor_req.scope, ids))
         problem = "method" if "way to pay" in started.detail else None
