@@ -160,8 +160,8 @@ async def landing(request: Request) -> Response:
         return await _failed_link(request, None, client, now)
     user_agent = request.headers.get("user-agent", "")[:500]
 
-    # Link checkers probe with HEAD: answer alike, but log nothing and open no session (no browser keeps
-    # the cookie of a HEAD).
+    # Link checkers probe with HEAD (browsers navigate with GET): answer alike, but log nothing and open
+    # no session.
     probe = request.method == "HEAD"
 
     def land(conn: sa.Connection) -> str | None:
