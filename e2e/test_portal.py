@@ -258,6 +258,7 @@ def test_revoked_link_ends_the_open_session(new_context: NewContext, portal: Por
 def test_sign_out_ends_the_session(new_context: NewContext, portal: PortalServer) -> None:
     context = new_context(java_script_enabled=False)
     page = open_portal(context, portal)
+    copied = [cookie for cookie in context.cookies() if cookie["name"] == "quittance_session"]
     submit(page, "Sign out", 200)
     expect(page.get_by_role("heading", level=1)).to_have_text("You are signed out")
     expect(page.locator("body")).not_to_contain_text("2026-0101")
@@ -265,6 +266,13 @@ def test_sign_out_ends_the_session(new_context: NewContext, portal: PortalServer
     response = page.goto("/portal")
     assert response is not None and response.status == 401
     expect(page.get_by_role("heading", level=1)).to_have_text("This link no longer works")
+    # A copy of the cookie taken before signing out opens nothing: the session ended on the server.
+    replay = new_context(java_script_enabled=False)
+    replay.add_cookies(copied)  # type: ignore[arg-type]
+    replayed = replay.new_page()
+    response = replayed.goto("/portal")
+    assert response is not None and response.status == 401
+    expect(replayed.locator("body")).not_to_contain_text("2026-0101")
 
 
 def test_broken_link_gets_the_link_invalid_page(new_context: NewContext, portal: PortalServer) -> None:

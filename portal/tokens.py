@@ -1,7 +1,8 @@
 """Signed tokens with one salt per purpose, so a token made for one door never opens another.
 
 Keys rotate: the newest key signs, every listed key verifies. Tokens are signed, not encrypted, so they carry
-only opaque ids (a link id, a session nonce), never names, emails or amounts. The clock is injectable so
+only opaque ids (a link id), never names, emails or amounts. (Debtor sessions are not tokens: they are
+random secrets kept server-side, portal.domain.sessions.) The clock is injectable so
 that expiry is tested without sleeping.
 """
 
@@ -21,8 +22,7 @@ class InvalidToken(QuittanceError):
 
 
 PORTAL_LINK = "debtor-portal-link"
-DEBTOR_SESSION = "debtor-session"
-CSRF = "debtor-csrf"
+PURPOSES = (PORTAL_LINK,)
 
 
 class TokenService:
@@ -37,7 +37,7 @@ class TokenService:
 
         # itsdangerous signs with the last key and tries newest first. One serializer per purpose, built once.
         self._serializers = {purpose: URLSafeTimedSerializer(list(reversed(keys)), salt=purpose, signer=ClockedSigner)
-                             for purpose in (PORTAL_LINK, DEBTOR_SESSION, CSRF)}
+                             for purpose in PURPOSES}
 
     def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
         return self._serializers[purpose]

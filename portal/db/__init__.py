@@ -58,7 +58,7 @@ from starlette.concurrency import run_in_threadpool
 from portal.db.metadata import metadata
 
 # Importing the table modules registers their tables on `metadata`.
-from portal.db import connectors, customers, invoices, organizations, payments, portal  # noqa: F401,E402
+from portal.db import access, connectors, customers, invoices, organizations, payments, portal  # noqa: F401,E402
 
 P = ParamSpec("P")
 T = TypeVar("T")

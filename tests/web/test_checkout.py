@@ -270,3 +270,36 @@ def test_checkout_needs_csrf_and_a_session(debtor: Debtor, database: Any, app: A
     assert debtor.client.post("/portal/checkout", data={"invoice": target, "method": "mollie:ideal"}).status_code == 403
     assert TestClient(app).post("/portal/checkout", data={"invoice": target}).status_code == 401
     assert count(database, outbox_events) == 0
+
+
+def test_checkout_starts_are_limited_per_link_across_processes(debtor: Debtor, database: Any, app: Any,
+                                                             clock: Any, tenant: Tenant) -> None:
+    """Each start may create a payment at the provider: a link may start five a minute, counted in the
+    database, so a second server process (another app on the same database) counts against the same
+    window. The sixth is refused with a 429 page and reaches no provider; the window expires by the clock."""
+    from portal.db.payments import checkouts
+    from portal.domain.rate_limits import CHECKOUT_STARTS
+
+    services = app.state.services
+    second = Debtor(create_app(services.settings, clock=clock, database=database))
+    second.client.cookies.update(debtor.client.cookies)  # the same browser, served by the other process
+    methods = ["mollie:ideal", "mollie:bancontact", "stripe:card", "mollie:ideal", "mollie:bancontact"]
+    assert CHECKOUT_STARTS.hits == len(methods)
+    for i, method in enumerate(methods):
+        answer = checkout(debtor if i % 2 == 0 else second, database, method, "A" if i < 3 else "B")
+        assert answer.status_code == 303, answer.text
+    started = count(database, checkouts)
+
+    refused = checkout(second, database, "stripe:card", "B")
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 120
+    assert "Veuillez réessayer dans" in refused.text and "F-B" in refused.text, "the selection is kept"
+    assert count(database, checkouts) == started, "no checkout recorded, so no provider was called"
+    assert checkout(debtor, database, "mollie:ideal", "A").status_code == 429
+
+    other_link = Debtor(app)
+    other_link.open(link_for(tenant))
+    assert checkout(other_link, database, "mollie:ideal", "A").status_code == 303, "counted per link"
+
+    clock.advance(seconds=int(refused.headers["retry-after"]) + 60)
+    assert checkout(debtor, database, "stripe:card", "A").status_code == 303, "the window expires"

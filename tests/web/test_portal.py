@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from itsdangerous import URLSafeTimedSerializer
 from starlette.testclient import TestClient
 
 from portal.app import create_app
@@ -204,7 +205,9 @@ def test_bad_tokens_get_one_generic_page(invoices_pushed: Tenant, app: Any, debt
     services = app.state.services
     other_key_app = create_app(replace(services.settings, secret_keys=("some-other-key",)), clock=services.clock,
                                database=services.db)
-    session_token = services.tokens.sign("debtor-session", {"l": 1, "n": "x"})
+    # Signed with our key for another purpose: the debtor session cookie of earlier versions.
+    session_token = URLSafeTimedSerializer(services.settings.signing_keys[0], salt="debtor-session").dumps(
+        {"l": 1, "n": "x"})
     answers = [debtor.get(f"/l/{flipped}"), debtor.get("/l/garbage"), debtor.get(f"/l/{session_token}"),
                TestClient(other_key_app, follow_redirects=False).get(f"/l/{token}")]
     for answer in answers:

@@ -9,14 +9,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 
 from portal import logs
+from portal.domain import rate_limits
 from portal.domain.organizations import Organization, authenticate
 from portal.errors import FieldError, InvalidInput, NotFound, Unauthenticated
 from portal.services import Services
 from portal.web.api.operations import Handler
+from portal.web.api.problems import HttpProblem
+from portal.web.clients import client_address, refusal_headers
 
 _EXTERNAL_ID = re.compile(r"[A-Za-z0-9._:@-]{1,200}")
 
@@ -47,13 +51,43 @@ def services_of(request: Request) -> Services:
 
 
 async def authenticate_request(request: Request, handler: Handler) -> Response:
+    """The organization of the bearer key. A client address whose keys failed too often lately is refused
+    (429) whatever key it sends, a good one included, until its window has moved on, so that guessing keys
+    gains nothing; only keys that fail count, so a busy billing system is never slowed by its own calls."""
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthenticated("send Authorization: Bearer <API key>")
     services = services_of(request)
-    organization = await services.db.read(authenticate, key.strip())
+    client, now = client_address(request), services.now()
+    organization = await services.db.read(_authenticate_throttled, key.strip(), client, now)
+    if isinstance(organization, rate_limits.Verdict):
+        raise too_many_failed_keys(organization)
+    if isinstance(organization, Unauthenticated):
+        failures = await services.db.write(rate_limits.hit, rate_limits.API_KEY_FAILURES, client, now)
+        if not failures.allowed:
+            raise too_many_failed_keys(failures)
+        raise organization
     logs.organization.set(organization.slug)
     return await handler(ApiContext(request, organization, services))
+
+
+def _authenticate_throttled(conn: sa.Connection, key: str, client: str,
+                            now: dt.datetime) -> Organization | rate_limits.Verdict | Unauthenticated:
+    """In one transaction: the throttle's verdict if the client is refused, else the key's organization, or
+    why the key authenticates nothing."""
+    throttle = rate_limits.check(conn, rate_limits.API_KEY_FAILURES, client, now)
+    if not throttle.allowed:
+        return throttle
+    try:
+        return authenticate(conn, key)
+    except Unauthenticated as exc:
+        return exc
+
+
+def too_many_failed_keys(verdict: rate_limits.Verdict) -> HttpProblem:
+    return HttpProblem(429, "too-many-requests", "Too many requests",
+                       "Too many failed API keys from this address; try again after the Retry-After seconds.",
+                       headers=refusal_headers(rate_limits.API_KEY_FAILURES, verdict))
 
 
 def json_response(body: Any, status: int = 200) -> Response:

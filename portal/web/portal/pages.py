@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from portal.domain import debtor, links, remarks
+from portal.domain import debtor, links, rate_limits, remarks
 from portal.domain.invoices import timeline_of
 from portal.domain.links import DebtorScope
 from portal.errors import FieldError, InvalidInput, NotFound, QuittanceError
@@ -24,6 +24,7 @@ from portal.services import Services
 from portal.tokens import PORTAL_LINK, InvalidToken
 from portal.web.api.bodies import read_bounded
 from portal.web.api.problems import HttpProblem
+from portal.web.clients import client_address, refusal_headers
 from portal.web.downloads import attachment, safe_filename
 from portal.web.portal import session as sessions
 from portal.web.portal import zip_download
@@ -82,7 +83,7 @@ class DebtorRequest:
         return Formatter.for_language(self.language, self.scope.customer_locale)
 
     def render(self, template: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
-        csrf = sessions.csrf_token(self.services.tokens, self.session)
+        csrf = sessions.csrf_token(self.session.secret)
         return render(self.request, template, self.language, {"csrf": csrf, **context}, status=status,
                       scope=self.scope)
 
@@ -105,25 +106,45 @@ async def debtor_request(request: Request, work: Callable[[sa.Connection, Debtor
 async def debtor_read(request: Request, read: Callable[[sa.Connection, int, dt.datetime], tuple[DebtorScope, T]], *,
                       write: bool = False) -> tuple[DebtorRequest, T]:
     """Check the session, and run `read` (which checks the link: links.resolve, or a statement that includes it)
-    with the session's link id and the time."""
+    with the session's link id and the time, in the same transaction."""
     services = services_of(request)
-    session = sessions.read_session(request, services.tokens, services.settings)
+    secret = sessions.cookie_secret(request)
     now = services.now()
 
-    def checked(conn: sa.Connection) -> tuple[DebtorScope, T]:
+    def checked(conn: sa.Connection) -> tuple[sessions.DebtorSession, tuple[DebtorScope, T]]:
+        session = sessions.read_session(conn, secret, now)
         try:
-            return read(conn, session.link_id, now)
+            found = read(conn, session.link_id, now)
         except links.LinkNotUsable as exc:
             raise sessions.NoSession(session.link_id) from exc
+        if write:
+            sessions.touch(conn, session, now)
+        return session, found
 
-    scope, result = await (services.db.write(checked) if write else services.db.read(checked))
+    session, (scope, result) = await (services.db.write(checked) if write else services.db.read(checked))
     return DebtorRequest(request, session, scope, now), result
+
+
+def posted_secret(request: Request, form: FormData) -> str:
+    """The session secret of a form post whose CSRF token is that session's (the session itself is read
+    in the handler's transaction)."""
+    secret = sessions.cookie_secret(request)
+    sessions.check_csrf(request, form.get("csrf"), secret, services_of(request).settings)
+    return secret
 
 
 async def landing(request: Request) -> Response:
     """GET /l/{token}: check the link, open a session bound to it, and leave the token out of the address
-    bar, the history and any Referer by redirecting to /portal."""
+    bar, the history and any Referer by redirecting to /portal.
+
+    A client address whose tokens failed too often lately is refused (429) whatever it presents, a good token
+    included, until its window has moved on: tokens cannot be guessed, and this keeps anyone from trying."""
     services = services_of(request)
+    client = client_address(request)
+    now = services.now()
+    throttle = await services.db.read(rate_limits.check, rate_limits.LINK_TOKEN_FAILURES, client, now)
+    if not throttle.allowed:
+        return too_many_attempts(request, throttle)
     token = request.path_params["token"]
     max_age = services.settings.link_days_max * 86400
     try:
@@ -132,24 +153,41 @@ async def landing(request: Request) -> Response:
         if link_id is None:
             raise InvalidToken("no link id")
     except InvalidToken:
-        return await invalid_link(request, None)
-    now = services.now()
+        return await _failed_link(request, None, client, now)
     user_agent = request.headers.get("user-agent", "")[:500]
 
-    probe = request.method == "HEAD"  # link checkers probe with HEAD: answer alike, log nothing
+    # Link checkers probe with HEAD (browsers navigate with GET): answer alike, but log nothing and open
+    # no session.
+    probe = request.method == "HEAD"
 
-    def land(conn: sa.Connection) -> DebtorScope:
+    def land(conn: sa.Connection) -> str | None:
         scope = links.resolve(conn, link_id, now)
-        if not probe:
-            links.record_visit(conn, scope, now, user_agent)
-        return scope
+        if probe:
+            return None
+        links.record_visit(conn, scope, now, user_agent)
+        return sessions.open_session(conn, services.settings, scope.organization_id, link_id, now)
 
     try:
-        await (services.db.read(land) if probe else services.db.write(land))
+        secret = await (services.db.read(land) if probe else services.db.write(land))
     except NotFound:
-        return await invalid_link(request, link_id)
+        return await _failed_link(request, link_id, client, now)
     response = RedirectResponse("/portal", status_code=303)
-    sessions.open_session(response, services.tokens, services.settings, link_id)
+    if secret is not None:
+        sessions.set_cookie(response, services.settings, secret)
+    return response
+
+
+async def _failed_link(request: Request, link_id: int | None, client: str, now: dt.datetime) -> Response:
+    """A token that opens nothing (forged, expired, revoked) counts against its client address."""
+    await services_of(request).db.write(rate_limits.hit, rate_limits.LINK_TOKEN_FAILURES, client, now)
+    return await invalid_link(request, link_id)
+
+
+def too_many_attempts(request: Request, verdict: rate_limits.Verdict) -> Response:
+    minutes = max(1, -(-verdict.retry_after // 60))
+    response = render(request, "portal/too_many.html", chosen_language(request, None), {"minutes": minutes},
+                      status=429)
+    response.headers.update(refusal_headers(rate_limits.LINK_TOKEN_FAILURES, verdict))
     return response
 
 
@@ -277,8 +315,7 @@ async def post_remark(request: Request) -> Response:
     invoice_id = _invoice_id(request)
     form = await read_form(request)
     services = services_of(request)
-    session = sessions.read_session(request, services.tokens, services.settings)
-    sessions.check_csrf(request, form.get("csrf"), services.tokens, session, services.settings)
+    secret = posted_secret(request, form)
     body = form.get("body", "").strip()
     reply_to = form.get("reply_to", "").strip() or None
     errors = {}
@@ -291,10 +328,12 @@ async def post_remark(request: Request) -> Response:
     now = services.now()
 
     def write(conn: sa.Connection) -> None:
+        session = sessions.read_session(conn, secret, now)
         try:
             scope = links.resolve(conn, session.link_id, now)
         except links.LinkNotUsable as exc:
             raise sessions.NoSession(session.link_id) from exc
+        sessions.touch(conn, session, now)
         if errors:
             raise InvalidInput("invalid remark", [FieldError(f"/{k}", v) for k, v in errors.items()])
         remarks.add_debtor_remark(conn, scope, invoice_id, body, reply_to, now)
@@ -319,8 +358,8 @@ async def _remark_form_again(request: Request, form: FormData, exc: QuittanceErr
 async def set_language(request: Request) -> Response:
     form = await read_form(request)
     services = services_of(request)
-    session = sessions.read_session(request, services.tokens, services.settings)
-    sessions.check_csrf(request, form.get("csrf"), services.tokens, session, services.settings)
+    secret = posted_secret(request, form)
+    await services.db.read(sessions.read_session, secret, services.now())
     language = form.get("language", "")
     target = form.get("next", "/portal")
     if not target.startswith("/portal") or "//" in target or "\\" in target:
@@ -333,10 +372,12 @@ async def set_language(request: Request) -> Response:
 
 
 async def sign_out(request: Request) -> Response:
+    """End the session on the server (a copy of the cookie opens nothing afterwards) and drop the cookie.
+    Signing out of a session that has already ended says the same."""
     form = await read_form(request)
     services = services_of(request)
-    session = sessions.read_session(request, services.tokens, services.settings)
-    sessions.check_csrf(request, form.get("csrf"), services.tokens, session, services.settings)
+    secret = posted_secret(request, form)
+    await services.db.write(sessions.end_session, secret, services.now())
     response = render(request, "portal/signed_out.html", chosen_language(request, None), {})
     sessions.close_session(response, services.settings)
     return response

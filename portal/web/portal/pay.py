@@ -17,15 +17,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from portal.domain import checkouts, payments
+from portal.domain import checkouts, payments, rate_limits
 from portal.domain.checkouts import OPEN_STATES
 from portal.domain.links import DebtorScope
 from portal.domain.payment_settings import ProviderConfig, config_for
 from portal.errors import InvalidInput
 from portal.providers.calls import provider_call
 from portal.providers.interface import CheckoutLine, CheckoutRequest, ProviderError
-from portal.web.portal import session as sessions
-from portal.web.portal.pages import DebtorRequest, debtor_request, read_form, services_of
+from portal.web.clients import refusal_headers
+from portal.web.portal.pages import DebtorRequest, debtor_request, posted_secret, read_form, services_of
 from portal.web.portal.view import Amount, row_view
 
 # (provider, method) as offered on the pay page; the label is translated in the template.
@@ -62,25 +62,29 @@ async def pay_page(request: Request) -> Response:
 
 
 def _render_pay(debtor_req: DebtorRequest, selection: Any, config: ProviderConfig, ids: list[int],
-                status: int = 200, problem: str | None = None) -> Response:
+                status: int = 200, problem: str | None = None, retry_after: int = 0) -> Response:
+    retry_minutes = -(-retry_after // 60)
     if isinstance(selection, InvalidInput):
         problem = problem or ("currencies" if "currencies" in selection.detail else "nothing")
-        return debtor_req.render("portal/pay.html", {"problem": problem, "rows": [], "ids": ids, "choices": []},
+        return debtor_req.render("portal/pay.html", {"problem": problem, "rows": [], "ids": ids, "choices": [],
+                                                     "retry_minutes": retry_minutes},
                                  status=422 if status == 200 else status)
     return debtor_req.render("portal/pay.html", {
         "problem": problem, "ids": [row.id for row, _ in selection.items],
         "rows": [{**row_view(row, debtor_req.today), "pay": Amount(amount, selection.currency)}
                  for row, amount in selection.items],
         "total": Amount(selection.amount_minor, selection.currency), "choices": choices(config),
+        "retry_minutes": retry_minutes,
     }, status=status)
 
 
 async def start_checkout(request: Request) -> Response:
-    """POST /portal/checkout: record the checkout, create the provider's page, send the debtor there."""
+    """POST /portal/checkout: record the checkout, create the provider's page, send the debtor there.
+    Each start may create a payment at the provider, so a link may start only so many a minute
+    (rate_limits.CHECKOUT_STARTS, counted in the checkout's own transaction)."""
     form = await read_form(request)
     services = services_of(request)
-    session = sessions.read_session(request, services.tokens, services.settings)
-    sessions.check_csrf(request, form.get("csrf"), services.tokens, session, services.settings)
+    posted_secret(request, form)
     ids = _ids(form.getlist("invoice"))
     provider_name, _, method = str(form.get("method", "")).partition(":")
     now = services.now()
@@ -89,6 +93,10 @@ async def start_checkout(request: Request) -> Response:
         config = config_for(conn, scope.organization_id, services.settings)
         if (provider_name, method) not in choices(config):
             return InvalidInput("choose a way to pay"), config
+        throttle = rate_limits.hit(conn, rate_limits.CHECKOUT_STARTS, str(scope.link_id), now,
+                                   scope=str(scope.organization_id))
+        if not throttle.allowed:
+            return throttle, config
         try:
             return checkouts.start(conn, scope, ids, provider_name, method if provider_name == "mollie" else None,
                                    now), config
@@ -96,6 +104,13 @@ async def start_checkout(request: Request) -> Response:
             return exc, config
 
     debtor_req, (started, config) = await debtor_request(request, prepare, write=True)
+    if isinstance(started, rate_limits.Verdict):
+        selection = await services.db.read(lambda conn: _selection_or_error(conn, debtor_req.scope, ids))
+        # The selection again, with when to try; nothing went to a provider.
+        response = _render_pay(debtor_req, selection, config, ids, status=429, problem="too_many",
+                               retry_after=started.retry_after)
+        response.headers.update(refusal_headers(rate_limits.CHECKOUT_STARTS, started))
+        return response
     if isinstance(started, InvalidInput):
         selection = await services.db.read(lambda conn: _selection_or_error(conn, debtor_req.scope, ids))
         problem = "method" if "way to pay" in started.detail else None

@@ -1,30 +1,39 @@
-"""The debtor session: a signed cookie bound to the link that opened it, and the CSRF token of its forms.
+"""The debtor session's cookie, and the CSRF token of its forms.
 
-The cookie holds the link id and a random nonce, signed for its own purpose; it lives `session_minutes`.
-Every request re-checks the link row (links.resolve), so revoking or expiring the link ends the session at
-once. Forms carry a token signed over the nonce, and the Origin header (when the browser sends one) must be
-ours: a form posted from another site fails both ways.
+The cookie holds an opaque random secret (HttpOnly, SameSite=Lax, Secure on https) and nothing else; the
+session itself is a row of the `sessions` table (portal.domain.sessions), bound to the link that opened it
+and living `session_minutes`. Signing out ends the row, so a copy of the cookie opens nothing afterwards.
+Every request also re-checks the link row (links.resolve), so revoking or expiring the link ends the session
+at once.
+
+Forms carry a token derived from the session's secret with HMAC: it names the session without revealing its
+secret, needs no storage, and dies with the session. The Origin header (when the browser sends one) must also
+be ours: a form posted from another site fails both ways.
 """
 
 from __future__ import annotations
 
-import secrets
+import datetime as dt
+import hashlib
+import hmac
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 
+from portal.domain import sessions
 from portal.settings import Settings
-from portal.tokens import CSRF, DEBTOR_SESSION, InvalidToken, TokenService
 
 COOKIE = "quittance_session"
 LANGUAGE_COOKIE = "quittance_lang"
+_CSRF_PURPOSE = b"quittance debtor form"
 
 
 class NoSession(Exception):
-    """No cookie, or one that is forged, expired or of a link that no longer works (then `link_id` says which,
-    so the page can name whom to ask for a fresh link)."""
+    """No cookie, or one of a session that is unknown, ended or expired, or of a link that no longer works
+    (then `link_id` says which, so the page can name whom to ask for a fresh link)."""
 
     def __init__(self, link_id: int | None = None) -> None:
         super().__init__("no usable debtor session")
@@ -37,13 +46,25 @@ class CsrfFailure(Exception):
 
 @dataclass(frozen=True)
 class DebtorSession:
+    id: int
     link_id: int
-    nonce: str
+    # The cookie's value: the CSRF token is derived from it. Never stored.
+    secret: str
 
 
-def open_session(response: Response, tokens: TokenService, settings: Settings, link_id: int) -> None:
-    value = tokens.sign(DEBTOR_SESSION, {"l": link_id, "n": secrets.token_urlsafe(16)})
-    response.set_cookie(COOKIE, value, max_age=settings.session_minutes * 60, httponly=True, samesite="lax",
+def lifetime(settings: Settings) -> dt.timedelta:
+    return dt.timedelta(minutes=settings.session_minutes)
+
+
+def open_session(conn: sa.Connection, settings: Settings, organization_id: int, link_id: int,
+                 now: dt.datetime) -> str:
+    """A new debtor session bound to the link, in the caller's transaction; its secret is the cookie."""
+    return sessions.open_session(conn, sessions.DEBTOR, now, lifetime(settings), organization_id=organization_id,
+                                 link_id=link_id)
+
+
+def set_cookie(response: Response, settings: Settings, secret: str) -> None:
+    response.set_cookie(COOKIE, secret, max_age=settings.session_minutes * 60, httponly=True, samesite="lax",
                         secure=settings.is_https, path="/")
 
 
@@ -51,25 +72,31 @@ def close_session(response: Response, settings: Settings) -> None:
     response.delete_cookie(COOKIE, httponly=True, samesite="lax", secure=settings.is_https, path="/")
 
 
-def read_session(request: Request, tokens: TokenService, settings: Settings) -> DebtorSession:
+def cookie_secret(request: Request) -> str:
+    """The session secret the browser sent; NoSession without one."""
     value = request.cookies.get(COOKIE)
-    if not value:
+    if not value or len(value) > sessions.MAX_SECRET_LENGTH:
         raise NoSession()
-    try:
-        payload = tokens.verify(DEBTOR_SESSION, value, settings.session_minutes * 60)
-    except InvalidToken as exc:
-        raise NoSession() from exc
-    if not isinstance(payload, dict) or not isinstance(payload.get("l"), int) or not isinstance(payload.get("n"), str):
+    return value
+
+
+def read_session(conn: sa.Connection, secret: str, now: dt.datetime) -> DebtorSession:
+    """The live debtor session of this secret, in the caller's transaction; NoSession if there is none."""
+    found = sessions.find(conn, sessions.DEBTOR, secret, now)
+    if found is None or found.link_id is None:
         raise NoSession()
-    return DebtorSession(payload["l"], payload["n"])
+    return DebtorSession(found.id, found.link_id, secret)
 
 
-def csrf_token(tokens: TokenService, session: DebtorSession) -> str:
-    return tokens.sign(CSRF, session.nonce)
+def end_session(conn: sa.Connection, secret: str, now: dt.datetime) -> bool:
+    return sessions.end(conn, sessions.DEBTOR, secret, now)
 
 
-def check_csrf(request: Request, submitted: str | None, tokens: TokenService, session: DebtorSession,
-               settings: Settings) -> None:
+def csrf_token(secret: str) -> str:
+    return hmac.new(secret.encode(), _CSRF_PURPOSE, hashlib.sha256).hexdigest()
+
+
+def check_csrf(request: Request, submitted: str | None, secret: str, settings: Settings) -> None:
     """The form's token must be this session's. Browsers also say where a form came from: a foreign Origin,
     or Sec-Fetch-Site naming another site, is refused before the token is even read. Our pages send no
     Referer, and that makes Chromium send `Origin: null` on our own forms: null proves nothing either way,
@@ -82,8 +109,9 @@ def check_csrf(request: Request, submitted: str | None, tokens: TokenService, se
             raise CsrfFailure("foreign origin")
     if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         raise CsrfFailure("cross-site request")
-    try:
-        if not submitted or tokens.verify(CSRF, submitted, settings.session_minutes * 60) != session.nonce:
-            raise CsrfFailure("token does not match the session")
-    except InvalidToken as exc:
-        raise CsrfFailure("bad token") from exc
+    if not submitted or not hmac.compare_digest(submitted.encode(), csrf_token(secret).encode()):
+        raise CsrfFailure("token does not match the session")
+
+
+def touch(conn: sa.Connection, session: DebtorSession, now: dt.datetime) -> None:
+    sessions.touch(conn, session.id, now)
