@@ -33,7 +33,6 @@ from starlette.responses import Response
 
 from portal.db.customers import customers
 from portal.db.organizations import organizations
-from portal.db.portal import portal_links
 from portal.domain import links
 from portal.domain.debtor import outstanding_minor
 from portal.domain.invoices import get_invoice, record_timeline
@@ -146,12 +145,6 @@ def _attachment(store: DocumentStore, invoice: InvoiceMail) -> tuple[Attachment 
     return Attachment(safe_filename(invoice.number, "pdf"), content), None
 
 
-def _forget_link(conn: sa.Connection, organization_id: int, link_id: int) -> None:
-    """Delete the link made for a message that was not sent: nobody has it, so nothing refers to it yet."""
-    conn.execute(portal_links.delete().where(portal_links.c.organization_id == organization_id,
-                                             portal_links.c.id == link_id))
-
-
 def unavailable(reason: str) -> HttpProblem:
     """503. The mail server's own words stay in our log: the server's setup is not the caller's business."""
     return HttpProblem(503, "mail-unavailable", "Mail server unavailable",
@@ -230,7 +223,7 @@ def register(api: Api) -> None:
                                   "so it may still arrive") from exc
             link_id = services.tokens.verify(PORTAL_LINK, url.rpartition("/l/")[2],
                                              services.settings.link_days_max * 86400)["l"]
-            await services.db.write(_forget_link, ctx.org_id, link_id)
+            await services.db.write(links.forget_link, ctx.org_id, link_id)
             if exc.temporary:
                 log.warning("invoice email not sent (organization %s, invoice %s): %s", ctx.org_id,
                             invoice.external_id, exc.detail)
