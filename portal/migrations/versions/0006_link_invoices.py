@@ -57,7 +57,9 @@ def upgrade() -> None:
                 {'link_id': link.id, 'invoice_id': invoice_id, 'organization_id': link.organization_id}
                 for invoice_id in sorted(owned)])
 
-    with op.batch_alter_table('portal_links', schema=None) as batch_op:
+    # In place (SQLite 3.35+ drops a plain column itself): batch mode's copy-and-rename would drop the old
+    # table, which SQLite refuses while visits, remarks and checkouts refer to its rows.
+    with op.batch_alter_table('portal_links', schema=None, recreate='never') as batch_op:
         batch_op.drop_column('invoice_ids')
 
 
@@ -75,6 +77,6 @@ def downgrade() -> None:
     for link_id in scoped:
         conn.execute(restored.update().where(restored.c.id == link_id).values(invoice_ids=listed.get(link_id, [])))
 
-    with op.batch_alter_table('portal_links', schema=None) as batch_op:
+    with op.batch_alter_table('portal_links', schema=None, recreate='never') as batch_op:
         batch_op.drop_column('scoped')
     op.drop_table('link_invoices')
