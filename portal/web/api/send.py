@@ -31,12 +31,11 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from portal.db.customers import customers
-from portal.db.organizations import organizations
 from portal.domain import links
 from portal.domain.debtor import outstanding_minor
 from portal.domain.invoices import get_invoice, record_timeline
-from portal.domain.organizations import is_color
+from portal.domain.customers import get_customer
+from portal.domain.organizations import contact_of, is_color
 from portal.errors import Conflict
 from portal.mail import (
     MAX_ATTACHMENT_BYTES, Attachment, MailError, build_message, message_id, render, send, valid_address,
@@ -114,10 +113,8 @@ def _read(conn: sa.Connection, organization_id: int, external_id: str) -> Invoic
     if invoice.status in ("draft", "cancelled"):
         raise Conflict(f"invoice {external_id!r} is {invoice.status}: only issued invoices are sent",
                        code="not_sendable")
-    customer = conn.execute(sa.select(customers.c.name, customers.c.email, customers.c.locale).where(
-        customers.c.id == invoice.customer_id)).one()
-    org = conn.execute(sa.select(organizations.c.name, organizations.c.contact_email, organizations.c.contact_phone,
-                                 organizations.c.brand_color).where(organizations.c.id == organization_id)).one()
+    customer = get_customer(conn, organization_id, invoice.customer_external_id)
+    org = contact_of(conn, organization_id)
     return InvoiceMail(
         invoice_id=invoice.id, external_id=invoice.external_id, customer_external_id=invoice.customer_external_id,
         number=invoice.number or invoice.external_id, kind=invoice.kind, title=invoice.title,
