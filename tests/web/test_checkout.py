@@ -306,3 +306,17 @@ def test_checkout_needs_csrf_and_a_session(debtor: Debtor, database: Any, app: A
     assert debtor.client.post("/portal/checkout", data={"invoice": target, "method": "mollie:ideal"}).status_code == 403
     assert TestClient(app).post("/portal/checkout", data={"invoice": target}).status_code == 401
     assert count(database, outbox_events) == 0
+
+
+def test_each_refusal_is_said_by_its_code(debtor: Debtor, database: Any, tenant: Tenant) -> None:
+    """The pay page chooses its words from the refusal's type and code, whatever the message says."""
+    french = translations("fr")
+    unknown_method = checkout(debtor, database, "paypal:teleport", "A")
+    assert unknown_method.status_code == 422
+    assert str(escape(french.gettext("Please choose how you want to pay."))) in unknown_method.text
+    tenant.put_invoice("PAID", number="F-PAID", status="paid", lines=[])
+    nothing = debtor.client.post("/portal/checkout", data={
+        "csrf": debtor.csrf(), "method": "mollie:ideal", "invoice": str(invoice_id(database, "PAID"))})
+    assert nothing.status_code == 422
+    assert str(escape(french.gettext("Please select at least one invoice that is still to pay."))) in nothing.text
+    assert count(database, checkouts) == 0
