@@ -179,7 +179,7 @@ def link_rows(organization_id: int, customer_ids: Sequence[int]) -> Iterator[dic
     for i, customer_id in enumerate(customer_ids):
         yield {"organization_id": organization_id, "customer_id": customer_id, "created_at": now - dt.timedelta(days=10),
                "expires_at": now + dt.timedelta(days=80 if i % 7 else -1),
-               "revoked_at": now - dt.timedelta(days=2) if i % 11 == 0 else None, "invoice_ids": None}
+               "revoked_at": now - dt.timedelta(days=2) if i % 11 == 0 else None, "scoped": False}
 
 
 def load(url: str, dataset: Dataset, slug: str) -> int:
@@ -376,15 +376,21 @@ def _ceiling_app(config: CeilingConfig) -> Any:
     csrf = "x" * 86  # as long as a real token; the app signs one per page, the ceiling does not
 
     def build(results: list[tuple[list[str], list[tuple[Any, ...]]]]) -> str:
-        # The page is one statement: the link's row, with the totals and the page of invoices as JSON arrays.
+        # The page is four queries: the link (links.resolve), the totals, the count, and the page of invoices.
         today = dt.datetime.now(dt.UTC).date()
-        (names, rows), = results
-        link = dict(zip(names, rows[0], strict=True))
+        (link_names, link_rows), (_, totals), (_, counted), (names, rows) = results
+        link = dict(zip(link_names, link_rows[0], strict=True))
         if isinstance(link["expires_at"], str):  # sqlite3 gives text
             link["expires_at"] = dt.datetime.fromisoformat(link["expires_at"])
-        link["invoice_ids"] = json.loads(link["invoice_ids"] or "null")  # both drivers give the JSON's text
         scope = links.scope_of(SimpleNamespace(**link), dt.datetime.now(dt.UTC))
-        result = history_page(json.loads(link["totals"] or "null"), json.loads(link["page"] or "null"), 1)
+        items = []
+        for row in rows:
+            item = dict(zip(names, row, strict=True))
+            for key in ("issue_date", "due_date"):
+                if isinstance(item[key], str):
+                    item[key] = dt.date.fromisoformat(item[key])
+            items.append(SimpleNamespace(**item))
+        result = history_page(totals, counted[0][0], items, 1)
         language = language_of(scope.customer_locale)
         fmt = Formatter.for_language(language, scope.customer_locale)
         return environment(language).get_template("portal/history.html").render(

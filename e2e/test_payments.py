@@ -330,6 +330,7 @@ def test_pay_without_javascript(new_context: NewContext, portal: PortalServer, p
 # --- payments that do not happen --------------------------------------------------------------------------
 
 CANCELLED = "The payment was cancelled. Nothing was charged."
+LEFT = "You left the payment page before paying. Nothing was charged."
 FAILED = "The payment did not go through. Nothing was charged."
 
 
@@ -346,13 +347,17 @@ def test_cancel_leaves_the_invoice_open(provider: str, new_context: NewContext, 
         confirm(page, "Card", OVERDUE_TOTAL)
         session_id = on_stripe(page, providers, OVERDUE_TOTAL)
         stripe_outcome(page, STRIPE_CANCEL)
+        # Stripe keeps its Session open: coming back cancels nothing (a GET changes nothing); the page offers it.
+        expect_nothing_paid(page, portal, LEFT)
+        assert providers.stripe.session(session_id)["status"] == "open"
+        page.get_by_role("button", name="Cancel this payment").click()
 
     expect_nothing_paid(page, portal, CANCELLED)
     screenshot(page, f"payment-return-cancelled-{provider}")
     if provider == "mollie":
         webhook_answered(portal, lambda: mollie_deliveries(providers, payment_id), "Mollie's webhook")
     else:
-        # Stripe keeps a Session open after "cancel and go back": the portal expired it, so it cannot be paid.
+        # The debtor's cancel expired the Session, so it cannot be paid.
         assert providers.stripe.session(session_id)["status"] == "expired"
         webhook_answered(portal, lambda: stripe_deliveries(providers, session_id, "checkout.session.expired"),
                          "Stripe's checkout.session.expired")

@@ -164,6 +164,8 @@ class Environment(BaseSettings):
     limit_archive_uncompressed_bytes: Bytes = Limits.archive_uncompressed_bytes
     limit_archive_ratio: Count = Limits.archive_ratio
     limit_batch_items: Count = Limits.batch_items
+    limit_download_files: Count = Limits.download_files
+    limit_download_bytes: Bytes = Limits.download_bytes
     secret_keys: Annotated[CommaList, Field(description="comma-separated keys")] = ()
     mollie_api_key: str = ""
     mollie_api_url: OptionalUrl = ""

@@ -29,11 +29,7 @@ from portal.connectors.network import connector_client
 from portal.connectors.pull_import import PullImporter
 from portal.connectors.base import Connector, Event, Result
 from portal.db import Database
-from portal.db.connectors import connectors, deliveries
-from portal.db.customers import customers
-from portal.db.invoices import invoices
-from portal.db.organizations import organizations
-from portal.db.payments import outbox_events
+from portal.domain import connectors as domain_connectors
 from portal.domain import deliveries as outbox
 from portal.money import format_minor
 from portal.providers.registry import ProviderRegistry
@@ -207,8 +203,7 @@ class Worker:
 
     async def _imports(self) -> None:
         now = self.clock.now()
-        due = await run_in_threadpool(self.db.run, lambda conn: conn.execute(sa.select(connectors).where(
-            connectors.c.type == "pull_import", connectors.c.next_run_at <= now)).all(), write=False)
+        due = await run_in_threadpool(self.db.run, domain_connectors.due_imports, now, write=False)
         for row in due:
             try:
                 importer = PullImporter(row.settings, self._client)
@@ -219,9 +214,7 @@ class Worker:
                 log.exception("import %s failed", row.name)
                 summary, cursor = {"at": now.isoformat(), "error": f"{type(exc).__name__}: {exc}"}, row.cursor
             interval = dt.timedelta(seconds=int(row.settings.get("interval_seconds", 300)))
-            await run_in_threadpool(self.db.run, lambda conn, row=row, cursor=cursor, summary=summary: conn.execute(
-                connectors.update().where(connectors.c.id == row.id).values(
-                    cursor=cursor, last_run=summary, next_run_at=now + interval)))
+            await run_in_threadpool(self.db.run, domain_connectors.import_ran, row.id, cursor, summary, now + interval)
 
 
 # Connections per HTTP client. httpcore's pool looks at every connection it holds (a poll() on each idle one)
@@ -241,24 +234,9 @@ def _clients(options: WorkerSettings, allow_private_networks: bool) -> list[tupl
 
 
 def _contexts(conn: sa.Connection, delivery_ids: list[int]) -> dict[int, dict[str, Any]]:
-    """Everything the claimed deliveries' connectors need, in one query."""
-    rows = conn.execute(
-        sa.select(deliveries.c.id, outbox_events.c.id.label("event_id"), outbox_events.c.event_type,
-                  outbox_events.c.payload, outbox_events.c.created_at, organizations.c.slug,
-                  connectors.c.id.label("connector_id"), connectors.c.type.label("connector_type"),
-                  connectors.c.settings.label("connector_settings"),
-                  connectors.c.updated_at.label("connector_updated_at"), invoices.c.external_id,
-                  invoices.c.number, invoices.c.currency, invoices.c.total_minor, invoices.c.amount_due_minor,
-                  invoices.c.paid_minor, invoices.c.status, customers.c.external_id.label("customer_external_id"),
-                  customers.c.name.label("customer_name"), customers.c.email, customers.c.locale)
-        .join(outbox_events, outbox_events.c.id == deliveries.c.event_id)
-        .join(organizations, organizations.c.id == deliveries.c.organization_id)
-        .join(connectors, connectors.c.id == deliveries.c.connector_id)
-        .outerjoin(invoices, invoices.c.id == outbox_events.c.invoice_id)
-        .outerjoin(customers, customers.c.id == invoices.c.customer_id)
-        .where(deliveries.c.id.in_(delivery_ids))).all()
+    """Everything the claimed deliveries' connectors need, built from one query (outbox.delivery_contexts)."""
     contexts = {}
-    for row in rows:
+    for row in outbox.delivery_contexts(conn, delivery_ids):
         invoice = customer = None
         if row.external_id is not None:
             invoice = {"external_id": row.external_id, "number": row.number, "currency": row.currency,

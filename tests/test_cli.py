@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 from portal.app import create_app
 from portal.cli import main
 from portal.settings import Settings
-from tests.conftest import ENCRYPTION_KEY
+from tests.conftest import ENCRYPTION_KEY, invoice_body
 
 
 @pytest.fixture
@@ -74,6 +74,15 @@ def test_links_from_the_command_line(env: dict[str, str], tmp_path: Path) -> Non
     assert browser.get("/l/" + url.rsplit("/", 1)[1]).status_code == 303
     assert "revoked 1 link(s)" in run("link", "revoke", "acme", "C1")
     assert browser.get("/portal").status_code == 401
+
+    for external_id, number in (("I1", "F-1"), ("I2", "F-2")):
+        answer = api.put(f"/api/v1/invoices/{external_id}", json=invoice_body(number=number))
+        assert answer.status_code == 201, answer.text
+    scoped = run("link", "create", "acme", "C1", "--invoice", "I2").strip().splitlines()[-1]
+    assert browser.get("/l/" + scoped.rsplit("/", 1)[1]).status_code == 303
+    history = browser.get("/portal").text
+    assert "F-2" in history and "F-1" not in history, "the link shows only the invoice it was made for"
+    assert CliRunner().invoke(main, ["link", "create", "acme", "C1", "--invoice", "NOPE"]).exit_code == 1
 
     run("org", "brand", "acme", "--color", "#123456", "--contact-email", "help@acme.example")
     assert CliRunner().invoke(main, ["org", "brand", "acme", "--color", "blue"]).exit_code == 1

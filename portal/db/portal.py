@@ -17,9 +17,20 @@ portal_links = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("expires_at", Timestamp, nullable=False),
     sa.Column("revoked_at", Timestamp),
-    # Internal ids of the invoices the link may show; null for the customer's whole history.
-    sa.Column("invoice_ids", sa.JSON()),
+    # False: the link shows the customer's whole history. True: only the invoices listed for it in
+    # link_invoices (none listed shows nothing, so a scope that lost its rows fails closed).
+    sa.Column("scoped", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Index("ix_portal_links_customer", "organization_id", "customer_id"),
+)
+
+# The invoices a scoped link may show. The rule that reads it is links.visible_invoices, and every query a
+# debtor session makes goes through that rule.
+link_invoices = sa.Table(
+    "link_invoices",
+    metadata,
+    sa.Column("link_id", Id, sa.ForeignKey("portal_links.id"), primary_key=True),
+    sa.Column("invoice_id", Id, sa.ForeignKey("invoices.id"), primary_key=True),
+    sa.Column("organization_id", Id, sa.ForeignKey("organizations.id"), nullable=False),
 )
 
 link_visits = sa.Table(

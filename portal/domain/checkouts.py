@@ -18,11 +18,20 @@ import sqlalchemy as sa
 from portal.db.invoices import invoices
 from portal.db.payments import checkout_items, checkouts
 from portal.domain.debtor import outstanding_minor
-from portal.domain.links import DebtorScope
+from portal.domain.links import DebtorScope, visible_invoices
 from portal.errors import FieldError, InvalidInput, NotFound
 
 OPEN_STATES = ("created", "open", "processing")
 MAX_INVOICES = 100  # Stripe takes at most 100 lines
+
+
+class SelectionRefused(InvalidInput):
+    """Why these invoices cannot be paid together. `code` is stable, for the page to choose its words by:
+    nothing_selected, too_many, nothing_to_pay or mixed_currencies."""
+
+    def __init__(self, detail: str, errors: list[FieldError], code: str) -> None:
+        super().__init__(detail, errors)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -38,22 +47,28 @@ class Selection:
 
 
 def select_payable(conn: sa.Connection, scope: DebtorScope, invoice_ids: list[int]) -> Selection:
+    """The open invoices among `invoice_ids` and what is owed on each; NotFound if any of them is not one the
+    link may see, SelectionRefused if they cannot be paid together."""
     if not invoice_ids:
-        raise InvalidInput("Choose at least one invoice.", [FieldError("/invoice", "nothing selected")])
+        raise SelectionRefused("Choose at least one invoice.", [FieldError("/invoice", "nothing selected")],
+                               "nothing_selected")
     if len(invoice_ids) > MAX_INVOICES:
-        raise InvalidInput("Too many invoices.", [FieldError("/invoice", f"at most {MAX_INVOICES} at once")])
-    query = scope.restrict(sa.select(invoices)).where(invoices.c.id.in_(invoice_ids)).order_by(invoices.c.id)
-    rows = conn.execute(query).all()
+        raise SelectionRefused("Too many invoices.", [FieldError("/invoice", f"at most {MAX_INVOICES} at once")],
+                               "too_many")
+    rows = conn.execute(sa.select(invoices).where(visible_invoices(scope), invoices.c.id.in_(invoice_ids))
+                        .order_by(invoices.c.id)).all()
     if len(rows) != len(set(invoice_ids)):
         raise NotFound("no such invoice")
     payable = [(row, outstanding_minor(row)) for row in rows if row.kind == "invoice"]
     payable = [(row, amount) for row, amount in payable if amount > 0]
     if not payable:
-        raise InvalidInput("Nothing to pay.", [FieldError("/invoice", "none of these invoices is open")])
+        raise SelectionRefused("Nothing to pay.", [FieldError("/invoice", "none of these invoices is open")],
+                               "nothing_to_pay")
     currencies = {row.currency for row, _ in payable}
     if len(currencies) > 1:
-        raise InvalidInput("Invoices in different currencies cannot be paid together.",
-                           [FieldError("/invoice", "different currencies: " + ", ".join(sorted(currencies)))])
+        raise SelectionRefused("Invoices in different currencies cannot be paid together.",
+                               [FieldError("/invoice", "different currencies: " + ", ".join(sorted(currencies)))],
+                               "mixed_currencies")
     return Selection(currencies.pop(), payable)
 
 
@@ -126,9 +141,14 @@ def cancelled_by_debtor(conn: sa.Connection, checkout_id: int, now: dt.datetime)
 
 
 def for_debtor(conn: sa.Connection, scope: DebtorScope, public_id: str) -> sa.Row[Any]:
+    """A checkout of the link's customer, if the link may see every invoice in it (a link scoped to one
+    invoice does not show a checkout that another link made for others); NotFound otherwise."""
+    unseen = sa.select(checkout_items.c.invoice_id).where(
+        checkout_items.c.checkout_id == checkouts.c.id,
+        checkout_items.c.invoice_id.not_in(sa.select(invoices.c.id).where(visible_invoices(scope))))
     row = conn.execute(sa.select(checkouts).where(
         checkouts.c.organization_id == scope.organization_id, checkouts.c.customer_id == scope.customer_id,
-        checkouts.c.public_id == public_id)).first()
+        checkouts.c.public_id == public_id, ~unseen.exists())).first()
     if row is None:
         raise NotFound("no such checkout")
     return row

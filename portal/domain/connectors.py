@@ -47,3 +47,16 @@ def delete(conn: sa.Connection, organization_id: int, name: str) -> None:
     row = get(conn, organization_id, name)
     conn.execute(deliveries.delete().where(deliveries.c.connector_id == row.id))
     conn.execute(connectors.delete().where(connectors.c.id == row.id))
+
+
+def due_imports(conn: sa.Connection, now: dt.datetime) -> list[sa.Row[Any]]:
+    """The pull imports whose next run is due (the worker runs them)."""
+    return conn.execute(sa.select(connectors).where(connectors.c.type == "pull_import",
+                                                    connectors.c.next_run_at <= now)).all()
+
+
+def import_ran(conn: sa.Connection, connector_id: int, cursor: Any, summary: dict[str, Any],
+               next_run_at: dt.datetime) -> None:
+    """Record a pull import's run: where the next one starts, what this one did, and when it is due."""
+    conn.execute(connectors.update().where(connectors.c.id == connector_id).values(
+        cursor=cursor, last_run=summary, next_run_at=next_run_at))

@@ -24,6 +24,10 @@ import sqlalchemy as sa
 
 from portal.db.paging import page_by_id
 from portal.db.connectors import connectors, deliveries
+from portal.db.customers import customers
+from portal.db.invoices import invoices
+from portal.db.organizations import organizations
+from portal.db.payments import outbox_events
 from portal.errors import NotFound
 
 ACTIVE = ("pending", "in_flight")
@@ -157,3 +161,23 @@ def next_due(conn: sa.Connection) -> dt.datetime | None:
     """When the next pending delivery becomes due (the worker sleeps until then when idle)."""
     value = conn.scalar(sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(deliveries.c.status == "pending"))
     return value if value is None or value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def delivery_contexts(conn: sa.Connection, delivery_ids: Sequence[int]) -> list[sa.Row[Any]]:
+    """Everything the claimed deliveries' connectors need, in one query: the event, its organization, the
+    connector, and the invoice and customer it is about (None for an event about no invoice)."""
+    return conn.execute(
+        sa.select(deliveries.c.id, outbox_events.c.id.label("event_id"), outbox_events.c.event_type,
+                  outbox_events.c.payload, outbox_events.c.created_at, organizations.c.slug,
+                  connectors.c.id.label("connector_id"), connectors.c.type.label("connector_type"),
+                  connectors.c.settings.label("connector_settings"),
+                  connectors.c.updated_at.label("connector_updated_at"), invoices.c.external_id,
+                  invoices.c.number, invoices.c.currency, invoices.c.total_minor, invoices.c.amount_due_minor,
+                  invoices.c.paid_minor, invoices.c.status, customers.c.external_id.label("customer_external_id"),
+                  customers.c.name.label("customer_name"), customers.c.email, customers.c.locale)
+        .join(outbox_events, outbox_events.c.id == deliveries.c.event_id)
+        .join(organizations, organizations.c.id == deliveries.c.organization_id)
+        .join(connectors, connectors.c.id == deliveries.c.connector_id)
+        .outerjoin(invoices, invoices.c.id == outbox_events.c.invoice_id)
+        .outerjoin(customers, customers.c.id == invoices.c.customer_id)
+        .where(deliveries.c.id.in_(delivery_ids))).all()

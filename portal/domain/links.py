@@ -17,7 +17,7 @@ from portal.clock import as_utc
 from portal.db.customers import customers
 from portal.db.invoices import invoices
 from portal.db.organizations import organizations
-from portal.db.portal import link_visits, portal_links
+from portal.db.portal import link_invoices, link_visits, portal_links
 from portal.domain.customers import get_customer
 from portal.errors import FieldError, InvalidInput, NotFound
 from portal.settings import Settings
@@ -34,7 +34,9 @@ class Link:
 
 @dataclass(frozen=True)
 class DebtorScope:
-    """Everything a debtor request may see: one customer of one organization, maybe only some invoices."""
+    """Everything a debtor request may see: one customer of one organization, maybe only some invoices
+    (`scoped`: those listed for the link in link_invoices). Which invoices that is, is said once, by
+    visible_invoices; every query of a debtor session is built on it."""
 
     link_id: int
     organization_id: int
@@ -47,21 +49,27 @@ class DebtorScope:
     customer_id: int
     customer_name: str
     customer_locale: str
-    invoice_ids: frozenset[int] | None
+    scoped: bool
 
-    def restrict(self, query: sa.Select[Any]) -> sa.Select[Any]:
-        """Scope an invoice query to what this link may show. Drafts are never shown to debtors."""
-        query = query.where(invoices.c.organization_id == self.organization_id,
-                            invoices.c.customer_id == self.customer_id, invoices.c.status != "draft")
-        if self.invoice_ids is not None:
-            query = query.where(invoices.c.id.in_(self.invoice_ids))
-        return query
+
+def visible_invoices(scope: DebtorScope) -> sa.ColumnElement[bool]:
+    """The one rule of what a debtor link shows, as a condition on `invoices`: the invoices of the link's
+    customer in the link's organization, never a draft, and for a scoped link only those listed for it."""
+    rule = sa.and_(invoices.c.organization_id == scope.organization_id, invoices.c.customer_id == scope.customer_id,
+                   invoices.c.status != "draft")
+    if scope.scoped:
+        listed = sa.select(link_invoices.c.invoice_id).where(
+            link_invoices.c.link_id == scope.link_id, link_invoices.c.organization_id == scope.organization_id)
+        rule = sa.and_(rule, invoices.c.id.in_(listed))
+    return rule
 
 
 def create_link(conn: sa.Connection, organization_id: int, customer_external_id: str, now: dt.datetime, *,
                 days: int, invoice_external_ids: list[str] | None = None) -> Link:
+    """A link to the customer's whole history, or (with `invoice_external_ids`) to those invoices only, each
+    of which must be this customer's."""
     customer = get_customer(conn, organization_id, customer_external_id)
-    scope = None
+    listed: list[int] = []
     if invoice_external_ids is not None:
         found = dict(conn.execute(sa.select(invoices.c.external_id, invoices.c.id).where(
             invoices.c.organization_id == organization_id, invoices.c.customer_id == customer.id,
@@ -70,12 +78,24 @@ def create_link(conn: sa.Connection, organization_id: int, customer_external_id:
         if missing:
             raise InvalidInput("Some invoices are not this customer's.",
                                [FieldError(f"/invoices/{i}", "no such invoice for this customer") for i in missing])
-        scope = sorted(found.values())
+        listed = sorted(set(found.values()))
     expires_at = now + dt.timedelta(days=days)
     link_id = conn.execute(portal_links.insert().values(
         organization_id=organization_id, customer_id=customer.id, created_at=now, expires_at=expires_at,
-        invoice_ids=scope).returning(portal_links.c.id)).scalar_one()
+        scoped=invoice_external_ids is not None).returning(portal_links.c.id)).scalar_one()
+    if listed:
+        conn.execute(link_invoices.insert(), [
+            {"link_id": link_id, "invoice_id": invoice_id, "organization_id": organization_id}
+            for invoice_id in listed])
     return Link(link_id, organization_id, customer.id, expires_at)
+
+
+def forget_link(conn: sa.Connection, organization_id: int, link_id: int) -> None:
+    """Delete a link that was never handed out (an email that could not be sent), with its list of invoices."""
+    conn.execute(link_invoices.delete().where(link_invoices.c.organization_id == organization_id,
+                                              link_invoices.c.link_id == link_id))
+    conn.execute(portal_links.delete().where(portal_links.c.organization_id == organization_id,
+                                             portal_links.c.id == link_id))
 
 
 def issue_url(conn: sa.Connection, tokens: TokenService, settings: Settings, organization_id: int,
@@ -101,28 +121,22 @@ class LinkNotUsable(NotFound):
     """The link is unknown, expired or revoked: all three look alike to the debtor."""
 
 
-# Built once: every debtor request runs it, and building a Core statement costs more than running it. The
-# history page runs it with two more columns (debtor.history), so that its link check costs no round trip.
-RESOLVE = (
-    sa.select(portal_links.c.id, portal_links.c.organization_id, portal_links.c.customer_id,
-              portal_links.c.invoice_ids, portal_links.c.expires_at, portal_links.c.revoked_at,
-              organizations.c.slug, organizations.c.name.label("organization_name"),
-              organizations.c.contact_email, organizations.c.contact_phone, organizations.c.brand_color,
-              organizations.c.logo_sha256, customers.c.name.label("customer_name"),
-              customers.c.locale)
-    .join(organizations, organizations.c.id == portal_links.c.organization_id)
-    .join(customers, customers.c.id == portal_links.c.customer_id)
-    .where(portal_links.c.id == sa.bindparam("link_id"))
-)
-
-
 def resolve(conn: sa.Connection, link_id: int, now: dt.datetime) -> DebtorScope:
     """The scope of a live link; LinkNotUsable for a link that is unknown, expired or revoked."""
-    return scope_of(conn.execute(RESOLVE, {"link_id": link_id}).first(), now)
+    row = conn.execute(
+        sa.select(portal_links.c.id, portal_links.c.organization_id, portal_links.c.customer_id,
+                  portal_links.c.scoped, portal_links.c.expires_at, portal_links.c.revoked_at,
+                  organizations.c.slug, organizations.c.name.label("organization_name"),
+                  organizations.c.contact_email, organizations.c.contact_phone, organizations.c.brand_color,
+                  organizations.c.logo_sha256, customers.c.name.label("customer_name"), customers.c.locale)
+        .join(organizations, organizations.c.id == portal_links.c.organization_id)
+        .join(customers, customers.c.id == portal_links.c.customer_id)
+        .where(portal_links.c.id == link_id)).first()
+    return scope_of(row, now)
 
 
 def scope_of(row: Any, now: dt.datetime) -> DebtorScope:
-    """The scope of a row of RESOLVE (or None, for no such link), if the link still works."""
+    """The scope of a row of `resolve`'s query (or None, for no such link), if the link still works."""
     if row is None or row.revoked_at is not None or as_utc(row.expires_at) <= now:
         raise LinkNotUsable("link not usable")
     return DebtorScope(
@@ -130,7 +144,7 @@ def scope_of(row: Any, now: dt.datetime) -> DebtorScope:
         organization_name=row.organization_name, contact_email=row.contact_email,
         contact_phone=row.contact_phone, brand_color=row.brand_color, logo_sha256=row.logo_sha256,
         customer_id=row.customer_id, customer_name=row.customer_name, customer_locale=row.locale,
-        invoice_ids=frozenset(row.invoice_ids) if row.invoice_ids is not None else None)
+        scoped=bool(row.scoped))
 
 
 def contact_of_link(conn: sa.Connection, link_id: int) -> tuple[str, str | None, str | None, str] | None:

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from asgi_correlation_id import correlation_id
 
+from portal.db.invoices import invoices
 from portal.db.payments import outbox_events
 from portal.domain.deliveries import fan_out
 
@@ -30,6 +31,9 @@ def announce(conn: sa.Connection, organization_id: int, event_type: str, payload
 
 
 def events_after(conn: sa.Connection, organization_id: int, after_id: int, limit: int) -> list[sa.Row[Any]]:
-    return conn.execute(sa.select(outbox_events).where(
-        outbox_events.c.organization_id == organization_id, outbox_events.c.id > after_id)
+    """The organization's events after `after_id`, oldest first, each with its invoice's external id."""
+    return conn.execute(
+        sa.select(outbox_events, invoices.c.external_id.label("invoice_external_id"))
+        .outerjoin(invoices, invoices.c.id == outbox_events.c.invoice_id)
+        .where(outbox_events.c.organization_id == organization_id, outbox_events.c.id > after_id)
         .order_by(outbox_events.c.id).limit(limit)).all()

@@ -12,7 +12,7 @@ from portal.db.customers import customers
 from portal.db.invoices import invoices
 from portal.db.portal import remarks
 from portal.domain.invoices import get_invoice, record_timeline
-from portal.domain.links import DebtorScope
+from portal.domain.links import DebtorScope, visible_invoices
 from portal.domain.outbox import announce
 from portal.errors import Conflict, NotFound
 
@@ -32,7 +32,7 @@ class TooManyRemarks(Conflict):
 def add_debtor_remark(conn: sa.Connection, scope: DebtorScope, invoice_id: int, body: str,
                       reply_to: str | None, now: dt.datetime) -> int:
     """A remark from the portal, on an invoice the link may see; rate-limited per link."""
-    visible = scope.restrict(sa.select(invoices.c.id)).where(invoices.c.id == invoice_id)
+    visible = sa.select(invoices.c.id).where(visible_invoices(scope), invoices.c.id == invoice_id)
     if conn.scalar(visible) is None:
         raise NotFound("no such invoice")
     for limit, window in (RATE_LIMIT, DAILY_LIMIT):

@@ -3,13 +3,13 @@ style (the Content-Security-Policy forbids it)."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from portal.db.organizations import organizations
-from portal.domain.organizations import is_color
+from portal.domain.organizations import branding_of, is_color
 from portal.errors import NotFound
 from portal.storage import read_bytes
 
@@ -30,15 +30,8 @@ def text_color_on(background: str) -> str:
     return "#ffffff" if on_white >= on_black else "#1a1a1a"
 
 
-async def _organization(request: Request) -> sa.Row:  # type: ignore[type-arg]
-    services = request.app.state.services
-    slug = request.path_params["slug"]
-    row = await services.db.read(lambda conn: conn.execute(
-        sa.select(organizations.c.brand_color, organizations.c.logo_sha256, organizations.c.logo_type)
-        .where(organizations.c.slug == slug)).first())
-    if row is None:
-        raise NotFound("no such organization")
-    return row
+async def _organization(request: Request) -> Any:
+    return await request.app.state.services.db.read(branding_of, request.path_params["slug"])
 
 
 async def theme(request: Request) -> Response:

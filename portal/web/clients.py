@@ -17,5 +17,5 @@ def client_address(request: Request) -> str:
 
 def refusal_headers(limit: Limit, verdict: Verdict) -> dict[str, str]:
     """The headers of a 429 for `limit`, which is counted for the operators (quittance_rate_limit_refusals)."""
-    metrics.rate_limited.labels(limit.name).inc()
+    metrics.rate_limited.labels(limit.bucket).inc()
     return {"Retry-After": str(max(1, verdict.retry_after))}

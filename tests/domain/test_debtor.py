@@ -1,5 +1,7 @@
-"""The history page's one statement against the rules it implements, written out in Python: which invoices a
-link shows, in which order, a page at a time, and what is outstanding and overdue."""
+"""Every page of a debtor session against the rules it implements, written out in Python: which invoices a
+link shows (history pages, in which order, a page at a time, with what is outstanding and overdue; an invoice's
+page and PDF; the zip selection; the payment selection), and that nothing outside its scope ever shows or can
+be paid."""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from hypothesis import strategies as st
 
 from portal.db.customers import customers
 from portal.db.invoices import invoices
-from portal.db.portal import portal_links
-from portal.domain import debtor, links
+from portal.db.portal import link_invoices, portal_links
+from portal.domain import checkouts, debtor, links
+from portal.errors import NotFound
 from tests.conftest import Tenant
 
 TODAY = dt.date(2026, 6, 15)
@@ -46,9 +49,11 @@ def customer_ids(tenant: Tenant, other_tenant: Tenant, database: Any) -> dict[st
     return {"C1": found[tenant.org.id, "C1"], "C2": found[tenant.org.id, "C2"], "O1": found[other_tenant.org.id, "C1"]}
 
 
-def store(database: Any, customer_ids: dict[str, tuple[int, int]], drawn: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The drawn invoices, and a live link for C2 and for O1 beside the debtor's (a statement that joined the
-    wrong links would show their invoices, or C1's twice)."""
+def store(database: Any, customer_ids: dict[str, tuple[int, int]], drawn: list[dict[str, Any]],
+          neighbour_scopes: list[list[int]]) -> list[dict[str, Any]]:
+    """The drawn invoices, and a live link for C2 and for O1 beside the debtor's, each scoped to drawn invoices
+    (positions in `drawn`): a query that joined the wrong links, or read another link's list, would show their
+    invoices, or C1's twice."""
     rows = []
     for n, item in enumerate(drawn):
         total = item["total_minor"]
@@ -62,17 +67,31 @@ def store(database: Any, customer_ids: dict[str, tuple[int, int]], drawn: list[d
             "created_at": NOW, "updated_at": NOW})
 
     def write(conn: sa.Connection) -> list[dict[str, Any]]:
+        conn.execute(link_invoices.delete())
         conn.execute(portal_links.delete())
         conn.execute(invoices.delete())
         for row in rows:
             row["id"] = conn.execute(invoices.insert().values(row).returning(invoices.c.id)).scalar_one()
-        for neighbour in ("C2", "O1"):
-            conn.execute(portal_links.insert().values(
-                organization_id=customer_ids[neighbour][0], customer_id=customer_ids[neighbour][1], created_at=NOW,
-                expires_at=NOW + dt.timedelta(days=1), invoice_ids=None))
+        for neighbour, listed in zip(("C2", "O1"), neighbour_scopes, strict=True):
+            organization_id, customer_id = customer_ids[neighbour]
+            add_link(conn, organization_id, customer_id, [rows[i % len(rows)]["id"] for i in listed])
         return rows
 
     return database.run(write)  # type: ignore[no-any-return]
+
+
+def add_link(conn: sa.Connection, organization_id: int, customer_id: int, scope_ids: list[int] | None,
+             **values: Any) -> int:
+    """A link row, scoped to `scope_ids` (None: the whole history). A scope may list any invoice here (only
+    create_link checks them): the rule must still show only the link's customer's."""
+    link_id = int(conn.execute(portal_links.insert().values(
+        organization_id=organization_id, customer_id=customer_id, created_at=NOW, scoped=scope_ids is not None,
+        **{"expires_at": NOW + dt.timedelta(days=1), **values}).returning(portal_links.c.id)).scalar_one())
+    if scope_ids:
+        conn.execute(link_invoices.insert(), [{"link_id": link_id, "invoice_id": invoice_id,
+                                                "organization_id": organization_id}
+                                               for invoice_id in sorted(set(scope_ids))])
+    return link_id
 
 
 def expected_order(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -85,33 +104,36 @@ def expected_order(row: dict[str, Any]) -> tuple[Any, ...]:
             -(issued or dt.date.min).toordinal(), -row["id"])
 
 
+positions = st.lists(st.integers(0, 200), max_size=30)
+
+
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(drawn=st.lists(an_invoice, min_size=20, max_size=80), scoped=st.booleans(), data=st.data(),
+       neighbours=st.tuples(positions, positions),
        status=st.sampled_from([None, None, "open", "paid", "cancelled"]), year=st.sampled_from([None, None, 2025, 2026]))
-def test_history_shows_what_the_rules_say(database: Any, customer_ids: dict[str, tuple[int, int]],
-                                          drawn: list[dict[str, Any]], scoped: bool, data: Any, status: str | None,
-                                          year: int | None) -> None:
-    rows = store(database, customer_ids, drawn)
+def test_every_page_shows_what_the_rules_say(database: Any, customer_ids: dict[str, tuple[int, int]],
+                                            drawn: list[dict[str, Any]], scoped: bool, data: Any,
+                                            neighbours: tuple[list[int], list[int]], status: str | None,
+                                            year: int | None) -> None:
+    rows = store(database, customer_ids, drawn, list(neighbours))
     organization_id, customer_id = customer_ids["C1"]
     visible = [r for r in rows if r["customer_id"] == customer_id and r["status"] != "draft"]
     scope_ids = None
-    if scoped:  # a scope may list any invoice (only create_link checks them): only C1's may ever show
-        scope_ids = sorted(data.draw(st.lists(st.sampled_from([r["id"] for r in rows]), unique=True)))
+    if scoped:
+        scope_ids = data.draw(st.lists(st.sampled_from([r["id"] for r in rows]), unique=True))
         visible = [r for r in visible if r["id"] in scope_ids]
-    link_id = database.run(lambda conn: conn.execute(portal_links.insert().values(
-        organization_id=organization_id, customer_id=customer_id, created_at=NOW,
-        expires_at=NOW + dt.timedelta(days=1),
-        invoice_ids=scope_ids if scoped else data.draw(st.sampled_from([None, sa.null()]))  # JSON null, SQL NULL
-    ).returning(portal_links.c.id)).scalar_one())
+    link_id = database.run(lambda conn: add_link(conn, organization_id, customer_id, scope_ids))
+    scope = database.run(lambda conn: links.resolve(conn, link_id, NOW))
+    assert (scope.organization_id, scope.customer_id, scope.scoped) == (organization_id, customer_id, scoped)
+
+    # The history, page by page.
     matching = sorted((r for r in visible if (status is None or r["status"] == status)
                        and (year is None or (r["issue_date"] is not None and r["issue_date"].year == year))),
                       key=expected_order)
     pages = max(1, -(-len(matching) // debtor.PAGE_SIZE))
     for page_number in range(1, pages + 2):  # and one past the end
-        scope, page = database.run(lambda conn, n=page_number: debtor.history(conn, link_id, NOW, TODAY,
-                                                                               status=status, year=year, page=n))
-        assert (scope.organization_id, scope.customer_id) == customer_ids["C1"]
-        assert scope.invoice_ids == (frozenset(scope_ids) if scoped else None)
+        page = database.run(lambda conn, n=page_number: debtor.history(conn, scope, TODAY, status=status,
+                                                                        year=year, page=n))
         shown = matching[(page_number - 1) * debtor.PAGE_SIZE:page_number * debtor.PAGE_SIZE]
         assert [item.id for item in page.items] == [r["id"] for r in shown]
         for item, row in zip(page.items, shown, strict=True):
@@ -119,7 +141,7 @@ def test_history_shows_what_the_rules_say(database: Any, customer_ids: dict[str,
                     item.total_minor, item.amount_due_minor, item.paid_minor) == (
                 row["number"], row["kind"], row["status"], row["issue_date"], row["due_date"], row["currency"],
                 row["total_minor"], row["amount_due_minor"], row["paid_minor"])
-        assert (page.total, page.pages) == ((len(matching), pages) if shown else (0, 1))
+        assert (page.total, page.pages) == (len(matching), pages)
     owed = {r["id"]: debtor.outstanding_minor(SimpleNamespace(**r)) for r in visible}
     late = [r for r in visible if owed[r["id"]] and r["due_date"] is not None and r["due_date"] < TODAY]
     assert page.summary.outstanding == per_currency(visible, owed)
@@ -127,6 +149,32 @@ def test_history_shows_what_the_rules_say(database: Any, customer_ids: dict[str,
     assert page.summary.open_count == sum(1 for amount in owed.values() if amount)
     assert page.summary.overdue_count == len(late)
     assert page.summary.years == sorted({r["issue_date"].year for r in visible if r["issue_date"]}, reverse=True)
+
+    # The invoice page (and the PDF and the remark form, which read it through the same function), the zip
+    # selection and the payment selection: every invoice of every customer, and one that does not exist.
+    visible_ids = [r["id"] for r in visible]
+    every_id = [r["id"] for r in rows] + [max(r["id"] for r in rows) + 1]
+
+    def every_page(conn: sa.Connection) -> None:
+        for invoice_id in every_id:
+            if invoice_id in visible_ids:
+                assert debtor.invoice(conn, scope, invoice_id).id == invoice_id
+            else:
+                with pytest.raises(NotFound):
+                    debtor.invoice(conn, scope, invoice_id)
+            try:
+                selection = checkouts.select_payable(conn, scope, [invoice_id])
+            except NotFound:
+                assert invoice_id not in visible_ids, "a visible invoice must be found"
+            except checkouts.SelectionRefused as refused:
+                assert refused.code == "nothing_to_pay" and not owed[invoice_id]
+            else:
+                assert [(row.id, amount) for row, amount in selection.items] == [(invoice_id, owed[invoice_id])]
+        asked = every_id + every_id[:5]  # and some twice
+        assert [row.id for row in debtor.invoices_by_ids(conn, scope, asked)] == [
+            i for i in every_id if i in visible_ids]
+
+    database.run(every_page, write=False)
 
 
 def per_currency(rows: list[dict[str, Any]], owed: dict[int, int]) -> dict[str, int]:
@@ -139,30 +187,26 @@ def per_currency(rows: list[dict[str, Any]], owed: dict[int, int]) -> dict[str, 
 def test_a_link_that_no_longer_works_shows_nothing(database: Any, customer_ids: dict[str, tuple[int, int]]) -> None:
     rows = store(database, customer_ids, [{"customer": "C1", "kind": "invoice", "status": "open", "currency": "EUR",
                                            "issue_date": TODAY, "due_in": 10, "total_minor": 100, "due_percent": 100,
-                                           "paid_percent": 0}])
+                                           "paid_percent": 0}], [[], []])
     organization_id, customer_id = customer_ids["C1"]
 
-    def link(**values: Any) -> int:
-        return database.run(lambda conn: conn.execute(portal_links.insert().values(  # type: ignore[no-any-return]
-            organization_id=organization_id, customer_id=customer_id, created_at=NOW,
-            **{"invoice_ids": None, **values}).returning(portal_links.c.id)).scalar_one())
+    def link(scope_ids: list[int] | None = None, **values: Any) -> int:
+        return database.run(lambda conn: add_link(conn, organization_id, customer_id, scope_ids, **values))
 
     expired = link(expires_at=NOW)
-    revoked = link(expires_at=NOW + dt.timedelta(days=1), revoked_at=NOW)
+    revoked = link(revoked_at=NOW)
     live = link(expires_at=NOW + dt.timedelta(seconds=1))
     for link_id in (expired, revoked, live + 1000):
         with pytest.raises(links.LinkNotUsable):
-            database.run(lambda conn, link_id=link_id: debtor.history(conn, link_id, NOW, TODAY))
-    _, page = database.run(lambda conn: debtor.history(conn, live, NOW, TODAY))
+            database.run(lambda conn, link_id=link_id: links.resolve(conn, link_id, NOW))
+    scope = database.run(lambda conn: links.resolve(conn, live, NOW))
+    page = database.run(lambda conn: debtor.history(conn, scope, TODAY))
     assert [item.number for item in page.items] == ["N-0"]
 
-    # A scope that is not a list of ids (only create_link writes scopes, and it writes lists) shows nothing: the
-    # statement fails closed. SQLite reads the value as one id that matches none; PostgreSQL refuses it.
-    for odd in ({"ids": [rows[0]["id"]]}, f"[{rows[0]['id']}]"):
-        odd_link = link(expires_at=NOW + dt.timedelta(days=1), invoice_ids=odd)
-        try:
-            _, page = database.run(lambda conn, odd_link=odd_link: debtor.history(conn, odd_link, NOW, TODAY))
-        except sa.exc.DBAPIError:
-            assert database.engine.dialect.name == "postgresql"
-        else:
-            assert page.items == [] and page.summary.open_count == 0, odd
+    # A scoped link with no invoices listed (none survived, say) shows nothing: the rule fails closed.
+    empty_link = link([])
+    empty = database.run(lambda conn: links.resolve(conn, empty_link, NOW))
+    page = database.run(lambda conn: debtor.history(conn, empty, TODAY))
+    assert page.items == [] and page.summary.open_count == 0 and page.total == 0
+    with pytest.raises(NotFound):
+        database.run(lambda conn: debtor.invoice(conn, empty, rows[0]["id"]))

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from portal.app import create_app
 from portal.db.invoices import invoices
-from portal.db.payments import outbox_events, payments, provider_events
+from portal.db.payments import checkouts, outbox_events, payments, provider_events
 from portal.i18n import translations
 from tests.conftest import Tenant
 from tests.support.providers import STRIPE_SECRET, mollie, stripe_emulator, with_providers  # noqa: F401
@@ -246,14 +246,50 @@ def test_without_javascript_the_page_stops_reloading_after_a_while(debtor: Debto
     assert 'http-equiv="refresh"' not in last and f'href="{return_url}"' in last
 
 
-def test_back_through_the_providers_cancel_link(debtor: Debtor, database: Any, stripe_emulator: Any) -> None:  # noqa: F811
+def checkout_row(database: Any) -> Any:
+    with database.transaction() as conn:
+        return conn.execute(sa.select(checkouts)).one()
+
+
+def test_back_through_the_providers_cancel_link(debtor: Debtor, database: Any, stripe_emulator: Any,  # noqa: F811
+                                                clock: Any) -> None:
     answer = checkout(debtor, database, "stripe:card", "A")
     session_id = answer.headers["location"].rsplit("/", 1)[1]
     cancel_url = stripe_emulator.session(session_id)["cancel_url"].removeprefix("http://testserver")
+    before = checkout_row(database)
     page = debtor.get(cancel_url)
+    clock.advance(seconds=6)
+    assert debtor.get(cancel_url).status_code == 200, "asked again, and the provider asked again"
+    assert checkout_row(database) == before, "a GET changes nothing: mail scanners and prefetchers click too"
+    assert stripe_emulator.session(session_id)["status"] == "open"
     assert 'http-equiv="refresh"' not in page.text and "/portal/pay?invoice=" in page.text
+    form = re.search(r'<form method="post" action="(/portal/checkouts/co_[^"]+/cancel)">', page.text)
+    assert form, "the page offers to cancel"
+
+    assert debtor.client.post(form.group(1), data={"csrf": "forged"}).status_code == 403, "it needs the CSRF token"
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    cancelled = debtor.client.post(form.group(1), data={"csrf": csrf})
+    assert cancelled.status_code == 303 and cancelled.headers["location"] == cancel_url.split("?")[0]
+    assert checkout_row(database).status == "cancelled"
     assert stripe_emulator.session(session_id)["status"] == "expired", "stopped at the provider too"
+    shown = debtor.get(cancelled.headers["location"]).text
+    assert 'http-equiv="refresh"' not in shown and "/portal/pay?invoice=" in shown and "/cancel" not in shown
     assert invoice_state(database)["A"] == ("open", 0)
+
+
+def test_a_checkout_is_only_seen_through_a_link_that_sees_its_invoices(debtor: Debtor, database: Any, app: Any,
+                                                                       tenant: Tenant, mollie: Any) -> None:  # noqa: F811
+    answer = checkout(debtor, database, "mollie:ideal", "A", "B")
+    return_url = mollie.payment(answer.headers["location"].rsplit("/", 1)[1])["redirectUrl"].removeprefix(
+        "http://testserver")
+    only_b = Debtor(app)
+    only_b.open(link_for(tenant, invoices=["B"]))
+    for path in (return_url, f"{return_url}/status"):
+        assert only_b.get(path).status_code == 404, path
+    csrf = only_b.csrf()
+    assert only_b.client.post(f"{return_url}/cancel", data={"csrf": csrf}).status_code == 404
+    assert checkout_row(database).status == "open"
+    assert debtor.get(return_url).status_code == 200
 
 
 def test_a_new_checkout_cancels_the_open_one(debtor: Debtor, database: Any, mollie: Any) -> None:  # noqa: F811
@@ -277,7 +313,6 @@ def test_checkout_starts_are_limited_per_link_across_processes(debtor: Debtor, d
     """Each start may create a payment at the provider: a link may start five a minute, counted in the
     database, so a second server process (another app on the same database) counts against the same
     window. The sixth is refused with a 429 page and reaches no provider; the window expires by the clock."""
-    from portal.db.payments import checkouts
     from portal.domain.rate_limits import CHECKOUT_STARTS
 
     services = app.state.services
@@ -303,3 +338,17 @@ def test_checkout_starts_are_limited_per_link_across_processes(debtor: Debtor, d
 
     clock.advance(seconds=int(refused.headers["retry-after"]) + 60)
     assert checkout(debtor, database, "stripe:card", "A").status_code == 303, "the window expires"
+
+
+def test_each_refusal_is_said_by_its_code(debtor: Debtor, database: Any, tenant: Tenant) -> None:
+    """The pay page chooses its words from the refusal's type and code, whatever the message says."""
+    french = translations("fr")
+    unknown_method = checkout(debtor, database, "paypal:teleport", "A")
+    assert unknown_method.status_code == 422
+    assert str(escape(french.gettext("Please choose how you want to pay."))) in unknown_method.text
+    tenant.put_invoice("PAID", number="F-PAID", status="paid", lines=[])
+    nothing = debtor.client.post("/portal/checkout", data={
+        "csrf": debtor.csrf(), "method": "mollie:ideal", "invoice": str(invoice_id(database, "PAID"))})
+    assert nothing.status_code == 422
+    assert str(escape(french.gettext("Please select at least one invoice that is still to pay."))) in nothing.text
+    assert count(database, checkouts) == 0

@@ -14,7 +14,7 @@ from itsdangerous import URLSafeTimedSerializer
 from starlette.testclient import TestClient
 
 from portal.app import create_app
-from portal.db.portal import link_visits
+from portal.db.portal import link_invoices, link_visits
 from portal.domain import remarks as remark_rules
 from tests.conftest import Tenant, invoice_body
 
@@ -188,11 +188,32 @@ def test_another_customers_invoice_pdf_and_remark_are_404(invoices_pushed: Tenan
 
 
 def test_scoped_link_sees_only_its_invoices(invoices_pushed: Tenant, debtor: Debtor, database: Any) -> None:
+    invoices_pushed.client.put("/api/v1/invoices/LATE-1/document", content=PDF.replace(b"1.4", b"1.5"),
+                               headers={"content-type": "application/pdf"})
     debtor.open(link_for(invoices_pushed, invoices=["LATE-1"]))
+    with database.transaction() as conn:
+        listed = conn.execute(sa.select(link_invoices.c.invoice_id, link_invoices.c.organization_id)).all()
+    assert listed == [(invoice_id(database, "LATE-1"), invoices_pushed.org.id)], "the scope is a row per invoice"
     page = debtor.get("/portal").text
     assert "F-002" in page
     assert "F-001" not in page and "F-003" not in page
-    assert debtor.get(f"/portal/invoices/{invoice_id(database, 'OPEN-1')}").status_code == 404
+    late, outside = invoice_id(database, "LATE-1"), invoice_id(database, "OPEN-1")  # OPEN-1 has a PDF too
+    for path in (f"/portal/invoices/{outside}", f"/portal/invoices/{outside}/pdf",
+                 f"/portal/invoices/{outside}/print", f"/portal/pay?invoice={outside}",
+                 f"/portal/pay?invoice={late}&invoice={outside}"):
+        assert debtor.get(path).status_code == 404, path
+    assert debtor.get(f"/portal/invoices/{late}/pdf").status_code == 200
+    assert debtor.get(f"/portal/pay?invoice={late}").status_code == 200
+    zipped = debtor.get("/portal/download", params=[("invoice", str(outside)), ("invoice", str(late))])
+    with zipfile.ZipFile(io.BytesIO(zipped.content)) as archive:
+        assert archive.namelist() == ["F-002.pdf"]
+    assert debtor.get("/portal/download", params={"invoice": str(outside)}).status_code == 303
+    csrf = debtor.csrf()
+    refused = debtor.client.post("/portal/checkout", data={"csrf": csrf, "invoice": str(outside),
+                                                           "method": "mollie:ideal"})
+    assert refused.status_code == 404
+    remark = debtor.post_form(f"/portal/invoices/{outside}/remarks", {"csrf": csrf, "body": "hello"})
+    assert remark.status_code == 404
     bad_scope = invoices_pushed.client.post("/api/v1/customers/C1/portal-links", json={"invoices": ["NOPE"]})
     assert bad_scope.status_code == 422
     assert bad_scope.json()["errors"][0]["path"] == "/invoices/0"

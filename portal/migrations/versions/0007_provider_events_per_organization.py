@@ -5,7 +5,7 @@ webhooks. Unique across all organizations, the first organization to see one kep
 per organization, each records only what is its own and never blocks another.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-11-24 09:00:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 
 
 revision = '0007'
-down_revision = '0005'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 

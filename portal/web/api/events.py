@@ -5,12 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-import sqlalchemy as sa
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from portal.db.invoices import invoices
-from portal.db.payments import outbox_events, review_items
+from portal.domain import outbox, reviews
 from portal.domain.outbox import EVENT_TYPES
 from portal.errors import FieldError, InvalidInput
 from portal.web.api.context import ApiContext, json_response, query_bool, query_limit
@@ -66,14 +64,7 @@ def register(api: Api) -> None:
         until `items` is empty; a later issue also pushes them to your systems."""
         after, limit = _after(ctx), query_limit(ctx.request)
 
-        def read(conn: sa.Connection) -> list[sa.Row[Any]]:
-            return conn.execute(
-                sa.select(outbox_events, invoices.c.external_id.label("invoice_external_id"))
-                .outerjoin(invoices, invoices.c.id == outbox_events.c.invoice_id)
-                .where(outbox_events.c.organization_id == ctx.org_id, outbox_events.c.id > after)
-                .order_by(outbox_events.c.id).limit(limit)).all()
-
-        rows = await ctx.services.db.read(read)
+        rows = await ctx.services.db.read(outbox.events_after, ctx.org_id, after, limit)
         return json_response({"items": [{"id": r.id, "type": r.event_type, "invoice": r.invoice_external_id,
                                          "created_at": iso(r.created_at), "data": r.payload} for r in rows],
                               "last_id": rows[-1].id if rows else None})
@@ -88,13 +79,7 @@ def register(api: Api) -> None:
         invoice paid twice: kept with the provider's data, never applied silently."""
         unresolved = query_bool(ctx.request, "unresolved") is not False
 
-        def read(conn: sa.Connection) -> list[sa.Row[Any]]:
-            query = sa.select(review_items).where(review_items.c.organization_id == ctx.org_id)
-            if unresolved:
-                query = query.where(review_items.c.resolved_at.is_(None))
-            return conn.execute(query.order_by(review_items.c.id).limit(1000)).all()
-
-        rows = await ctx.services.db.read(read)
+        rows = await ctx.services.db.read(reviews.listing, ctx.org_id, unresolved=unresolved)
         return json_response({"items": [{"id": r.id, "provider": r.provider, "payment_id": r.provider_payment_id,
                                          "reason": r.reason, "detail": r.detail, "data": r.data,
                                          "created_at": iso(r.created_at), "resolved_at": iso(r.resolved_at)}

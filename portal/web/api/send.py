@@ -31,13 +31,11 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from portal.db.customers import customers
-from portal.db.organizations import organizations
-from portal.db.portal import portal_links
 from portal.domain import links
 from portal.domain.debtor import outstanding_minor
 from portal.domain.invoices import get_invoice, record_timeline
-from portal.domain.organizations import is_color
+from portal.domain.customers import get_customer
+from portal.domain.organizations import contact_of, is_color
 from portal.errors import Conflict
 from portal.mail import (
     MAX_ATTACHMENT_BYTES, Attachment, MailError, build_message, message_id, render, send, valid_address,
@@ -115,10 +113,8 @@ def _read(conn: sa.Connection, organization_id: int, external_id: str) -> Invoic
     if invoice.status in ("draft", "cancelled"):
         raise Conflict(f"invoice {external_id!r} is {invoice.status}: only issued invoices are sent",
                        code="not_sendable")
-    customer = conn.execute(sa.select(customers.c.name, customers.c.email, customers.c.locale).where(
-        customers.c.id == invoice.customer_id)).one()
-    org = conn.execute(sa.select(organizations.c.name, organizations.c.contact_email, organizations.c.contact_phone,
-                                 organizations.c.brand_color).where(organizations.c.id == organization_id)).one()
+    customer = get_customer(conn, organization_id, invoice.customer_external_id)
+    org = contact_of(conn, organization_id)
     return InvoiceMail(
         invoice_id=invoice.id, external_id=invoice.external_id, customer_external_id=invoice.customer_external_id,
         number=invoice.number or invoice.external_id, kind=invoice.kind, title=invoice.title,
@@ -141,12 +137,6 @@ def _attachment(store: DocumentStore, invoice: InvoiceMail) -> tuple[Attachment 
     if len(content) > MAX_ATTACHMENT_BYTES:
         return None, "too_large"
     return Attachment(safe_filename(invoice.number, "pdf"), content), None
-
-
-def _forget_link(conn: sa.Connection, organization_id: int, link_id: int) -> None:
-    """Delete the link made for a message that was not sent: nobody has it, so nothing refers to it yet."""
-    conn.execute(portal_links.delete().where(portal_links.c.organization_id == organization_id,
-                                             portal_links.c.id == link_id))
 
 
 def unavailable(reason: str) -> HttpProblem:
@@ -227,7 +217,7 @@ def register(api: Api) -> None:
                                   "so it may still arrive") from exc
             link_id = services.tokens.verify(PORTAL_LINK, url.rpartition("/l/")[2],
                                              services.settings.link_days_max * 86400)["l"]
-            await services.db.write(_forget_link, ctx.org_id, link_id)
+            await services.db.write(links.forget_link, ctx.org_id, link_id)
             if exc.temporary:
                 log.warning("invoice email not sent (organization %s, invoice %s): %s", ctx.org_id,
                             invoice.external_id, exc.detail)

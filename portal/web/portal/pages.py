@@ -1,6 +1,7 @@
 """The debtor's pages. Every GET only reads (mail scanners open links before people do; the one write is the
 visit log of a landing); every change is a POST with a CSRF token. Each page's data is read in one
-transaction that also re-checks the link (the history page's, in one statement)."""
+transaction that also re-checks the link, through the domain's functions, which all apply the link's scope
+(links.visible_invoices)."""
 
 from __future__ import annotations
 
@@ -94,32 +95,22 @@ class DebtorRequest:
 
 
 async def debtor_request(request: Request, work: Callable[[sa.Connection, DebtorScope], T], *,
-                         write: bool = False) -> tuple[DebtorRequest, T]:
-    """Check the session and the link behind it, and run `work` in the same transaction."""
-    def read(conn: sa.Connection, link_id: int, now: dt.datetime) -> tuple[DebtorScope, T]:
-        scope = links.resolve(conn, link_id, now)
-        return scope, work(conn, scope)
-
-    return await debtor_read(request, read, write=write)
-
-
-async def debtor_read(request: Request, read: Callable[[sa.Connection, int, dt.datetime], tuple[DebtorScope, T]], *,
-                      write: bool = False) -> tuple[DebtorRequest, T]:
-    """Check the session, and run `read` (which checks the link: links.resolve, or a statement that includes it)
-    with the session's link id and the time, in the same transaction."""
+                         write: bool = False, now: dt.datetime | None = None) -> tuple[DebtorRequest, T]:
+    """Check the session and the link behind it (links.resolve, at `now` or the clock's time), and run `work`
+    with the link's scope in the same transaction."""
     services = services_of(request)
     secret = sessions.cookie_secret(request)
-    now = services.now()
+    now = now or services.now()
 
     def checked(conn: sa.Connection) -> tuple[sessions.DebtorSession, tuple[DebtorScope, T]]:
         session = sessions.read_session(conn, secret, now)
         try:
-            found = read(conn, session.link_id, now)
+            scope = links.resolve(conn, session.link_id, now)
         except links.LinkNotUsable as exc:
             raise sessions.NoSession(session.link_id) from exc
         if write:
             sessions.touch(conn, session, now)
-        return session, found
+        return session, (scope, work(conn, scope))
 
     session, (scope, result) = await (services.db.write(checked) if write else services.db.read(checked))
     return DebtorRequest(request, session, scope, now), result
@@ -212,8 +203,9 @@ async def history(request: Request) -> Response:
     status = status if status in debtor.STATUS_FILTERS else None
     year = _int_param(request, "year", 1900, 2999)
     page = _int_param(request, "page", 1, 100_000) or 1
-    debtor_req, result = await debtor_read(request, lambda conn, link_id, now: debtor.history(
-        conn, link_id, now, now.date(), status=status, year=year, page=page))
+    now = services_of(request).now()
+    debtor_req, result = await debtor_request(request, lambda conn, scope: debtor.history(
+        conn, scope, now.date(), status=status, year=year, page=page), now=now)
     today, fmt = debtor_req.today, debtor_req.formatter
     return debtor_req.render("portal/history.html", {
         "summary": summary_view(result.summary),

@@ -2,7 +2,10 @@
 
 The checkout is recorded before the provider is called, so a double click finds the same checkout and the
 provider's idempotency key makes the same payment page. The return page reads our own state and, while the
-checkout is still open, asks the provider: the webhook may arrive before or after the debtor does.
+checkout is still open, asks the provider: the webhook may arrive before or after the debtor does. What the
+provider says is recorded through the same idempotent transition as its webhook; nothing the debtor decides
+happens on a GET: leaving the payment page through the provider's cancel link offers a button, and only its
+POST (with the CSRF token) cancels the checkout.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from portal.domain import checkouts, payments, rate_limits
 from portal.domain.checkouts import OPEN_STATES
 from portal.domain.links import DebtorScope
 from portal.domain.payment_settings import ProviderConfig, config_for
-from portal.errors import InvalidInput
 from portal.providers.calls import provider_call
 from portal.providers.interface import CheckoutLine, CheckoutRequest, ProviderError
 from portal.web.clients import refusal_headers
@@ -51,11 +53,7 @@ async def pay_page(request: Request) -> Response:
     settings = services_of(request).settings
 
     def read(conn: sa.Connection, scope: DebtorScope) -> tuple[Any, ProviderConfig]:
-        config = config_for(conn, scope.organization_id, settings)
-        try:
-            return checkouts.select_payable(conn, scope, ids), config
-        except InvalidInput as exc:
-            return exc, config
+        return _selection_or_error(conn, scope, ids), config_for(conn, scope.organization_id, settings)
 
     debtor_req, (selection, config) = await debtor_request(request, read)
     return _render_pay(debtor_req, selection, config, ids)
@@ -64,8 +62,8 @@ async def pay_page(request: Request) -> Response:
 def _render_pay(debtor_req: DebtorRequest, selection: Any, config: ProviderConfig, ids: list[int],
                 status: int = 200, problem: str | None = None, retry_after: int = 0) -> Response:
     retry_minutes = -(-retry_after // 60)
-    if isinstance(selection, InvalidInput):
-        problem = problem or ("currencies" if "currencies" in selection.detail else "nothing")
+    if isinstance(selection, checkouts.SelectionRefused):
+        problem = problem or ("currencies" if selection.code == "mixed_currencies" else "nothing")
         return debtor_req.render("portal/pay.html", {"problem": problem, "rows": [], "ids": ids, "choices": [],
                                                      "retry_minutes": retry_minutes},
                                  status=422 if status == 200 else status)
@@ -89,21 +87,23 @@ async def start_checkout(request: Request) -> Response:
     provider_name, _, method = str(form.get("method", "")).partition(":")
     now = services.now()
 
-    def prepare(conn: sa.Connection, scope: DebtorScope) -> tuple[Any, ProviderConfig]:
+    def prepare(conn: sa.Connection, scope: DebtorScope) -> tuple[Any, str | None, ProviderConfig]:
+        """The checkout (and those it supersedes), or why not: "method" (not a way this seller offers) or
+        "selection" (these invoices cannot be paid together)."""
         config = config_for(conn, scope.organization_id, services.settings)
         if (provider_name, method) not in choices(config):
-            return InvalidInput("choose a way to pay"), config
+            return None, "method", config
         throttle = rate_limits.hit(conn, rate_limits.CHECKOUT_STARTS, str(scope.link_id), now,
                                    scope=str(scope.organization_id))
         if not throttle.allowed:
-            return throttle, config
+            return throttle, None, config
         try:
             return checkouts.start(conn, scope, ids, provider_name, method if provider_name == "mollie" else None,
-                                   now), config
-        except InvalidInput as exc:
-            return exc, config
+                                   now), None, config
+        except checkouts.SelectionRefused:
+            return None, "selection", config
 
-    debtor_req, (started, config) = await debtor_request(request, prepare, write=True)
+    debtor_req, (started, refused, config) = await debtor_request(request, prepare, write=True, now=now)
     if isinstance(started, rate_limits.Verdict):
         selection = await services.db.read(lambda conn: _selection_or_error(conn, debtor_req.scope, ids))
         # The selection again, with when to try; nothing went to a provider.
@@ -111,10 +111,10 @@ async def start_checkout(request: Request) -> Response:
                                retry_after=started.retry_after)
         response.headers.update(refusal_headers(rate_limits.CHECKOUT_STARTS, started))
         return response
-    if isinstance(started, InvalidInput):
+    if refused is not None:
         selection = await services.db.read(lambda conn: _selection_or_error(conn, debtor_req.scope, ids))
-        problem = "method" if "way to pay" in started.detail else None
-        return _render_pay(debtor_req, selection, config, ids, status=422, problem=problem)
+        return _render_pay(debtor_req, selection, config, ids, status=422,
+                           problem="method" if refused == "method" else None)
     checkout, superseded = started
     if checkout.status == "paid":
         return RedirectResponse(f"/portal/checkouts/{checkout.public_id}", status_code=303)
@@ -146,9 +146,10 @@ async def start_checkout(request: Request) -> Response:
 
 
 def _selection_or_error(conn: sa.Connection, scope: DebtorScope, ids: list[int]) -> Any:
+    """The selection, or why it cannot be paid (a SelectionRefused, shown on the page)."""
     try:
         return checkouts.select_payable(conn, scope, ids)
-    except InvalidInput as exc:
+    except checkouts.SelectionRefused as exc:
         return exc
 
 
@@ -192,7 +193,7 @@ POLLS = ProviderPolls()
 NOSCRIPT_CHECKS = 36
 
 
-async def _current_checkout(request: Request, *, cancelling: bool = False) -> tuple[DebtorRequest, Any]:
+async def _current_checkout(request: Request) -> tuple[DebtorRequest, Any]:
     """The checkout as we know it, brought up to date by the provider while it is still open: the webhook may
     come before or after the debtor. Reconciled through the same service, so both orders are safe."""
     public_id = request.path_params["public_id"]
@@ -202,39 +203,61 @@ async def _current_checkout(request: Request, *, cancelling: bool = False) -> tu
         return checkouts.for_debtor(conn, scope, public_id), config_for(conn, scope.organization_id, services.settings)
 
     debtor_req, (checkout, config) = await debtor_request(request, read)
-    if not checkout.provider_ref:
-        return debtor_req, checkout
-    provider = services.providers.get(checkout.provider, config)
-    cancelling = cancelling and checkout.status == "open"
-    if cancelling:
-        # Back through the provider's cancel link. Stripe keeps the Session open for a day: without this the page
-        # would wait that long. Cancelled first, then stopped at the provider; if it was paid after all, the
-        # provider's answer below still says so.
-        await services.db.write(checkouts.cancelled_by_debtor, checkout.id, services.now())
-        with contextlib.suppress(ProviderError):
-            await provider_call(provider.cancel, checkout.provider_ref)
-    if (checkout.status in ("open", "processing") or cancelling) and (cancelling or POLLS.due(public_id, services.now().timestamp())):
-        with contextlib.suppress(ProviderError):
-            observation = await provider_call(provider.fetch, checkout.provider_ref)
-            await services.db.write(payments.apply, checkout.organization_id, observation, services.now())
+    if checkout.provider_ref and checkout.status in ("open", "processing") and POLLS.due(
+            public_id, services.now().timestamp()):
+        await _observe(services, config, checkout)
         checkout = await services.db.read(lambda conn: checkouts.for_debtor(conn, debtor_req.scope, public_id))
     return debtor_req, checkout
 
 
+async def _observe(services: Any, config: ProviderConfig, checkout: Any) -> None:
+    """Ask the provider about the checkout and record what it says (as its webhook would)."""
+    provider = services.providers.get(checkout.provider, config)
+    with contextlib.suppress(ProviderError):
+        observation = await provider_call(provider.fetch, checkout.provider_ref)
+        await services.db.write(payments.apply, checkout.organization_id, observation, services.now())
+
+
 async def return_page(request: Request) -> Response:
     """GET /portal/checkouts/{id}: paid, processing, failed or cancelled. While waiting, the page updates itself
-    in place with JavaScript, or reloads a bounded number of times without it, and always offers a link."""
-    debtor_req, checkout = await _current_checkout(request, cancelling=request.query_params.get("cancelled") == "1")
+    in place with JavaScript, or reloads a bounded number of times without it, and always offers a link.
+    Back through the provider's cancel link (`?cancelled=1`) with the checkout still open, it waits for
+    nothing and offers to cancel the payment (a POST) or to try again."""
+    debtor_req, checkout = await _current_checkout(request)
     items = await debtor_req.services.db.read(checkouts.items_of, checkout.id)
-    waiting = checkout.status in OPEN_STATES
+    left = request.query_params.get("cancelled") == "1" and checkout.status == "open"
+    waiting = checkout.status in OPEN_STATES and not left
     raw_check = request.query_params.get("check", "0")
     check = int(raw_check) if raw_check.isdigit() and len(raw_check) < 4 else 0
     return debtor_req.render("portal/checkout.html", {
-        "checkout": checkout, "items": items, "waiting": waiting, "check": check,
+        "checkout": checkout, "items": items, "waiting": waiting, "left": left, "check": check,
         "reload_without_script": waiting and check < NOSCRIPT_CHECKS,
         "amount": Amount(checkout.amount_minor, checkout.currency),
         "retry_ids": [item.id for item in items],
     })
+
+
+async def cancel_checkout(request: Request) -> Response:
+    """POST /portal/checkouts/{id}/cancel: the debtor gives up this payment. Stripe keeps a Session open for a
+    day: without this the return page would wait that long. Cancelled here first, then stopped at the
+    provider; if it was paid after all, the provider's answer says so and the payment is recorded."""
+    form = await read_form(request)
+    services = services_of(request)
+    posted_secret(request, form)
+    public_id = request.path_params["public_id"]
+    now = services.now()
+
+    def cancel(conn: sa.Connection, scope: DebtorScope) -> tuple[Any, ProviderConfig]:
+        checkout = checkouts.for_debtor(conn, scope, public_id)
+        checkouts.cancelled_by_debtor(conn, checkout.id, now)
+        return checkout, config_for(conn, scope.organization_id, services.settings)
+
+    _, (checkout, config) = await debtor_request(request, cancel, write=True, now=now)
+    if checkout.provider_ref and checkout.status == "open":
+        with contextlib.suppress(ProviderError):
+            await provider_call(services.providers.get(checkout.provider, config).cancel, checkout.provider_ref)
+        await _observe(services, config, checkout)
+    return RedirectResponse(f"/portal/checkouts/{public_id}", status_code=303)
 
 
 async def checkout_status(request: Request) -> Response:
@@ -248,5 +271,6 @@ routes = [
     Route("/portal/pay", pay_page, methods=["GET"]),
     Route("/portal/checkout", start_checkout, methods=["POST"]),
     Route("/portal/checkouts/{public_id}", return_page, methods=["GET"]),
+    Route("/portal/checkouts/{public_id}/cancel", cancel_checkout, methods=["POST"]),
     Route("/portal/checkouts/{public_id}/status", checkout_status, methods=["GET"]),
 ]
