@@ -43,7 +43,7 @@ def reconcile(db: Database, providers: ProviderRegistry, settings: Settings, now
             report.unreachable += 1
             log.warning("could not ask %s about %s: %s", checkout.provider, checkout.public_id, exc)
             continue
-        outcome = db.run(payments.apply, checkout.organization_id, observation, now)
+        outcome = db.run(payments.apply, checkout.organization_id, observation, now, durable=True)
         if outcome.checkout_status != checkout.status or outcome.recorded_payment:
             report.changed += 1
     return report

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from portal.db import insert_or_ignore
 from portal.db.payments import payment_settings
 from portal.errors import InvalidInput
 from portal.settings import Settings
@@ -53,10 +54,10 @@ def configure(conn: sa.Connection, organization_id: int, now: dt.datetime, *, pr
         "providers": providers, "mollie_api_key": mollie_api_key, "mollie_methods": mollie_methods,
         "stripe_api_key": stripe_api_key, "stripe_webhook_secrets": stripe_webhook_secrets}.items()
         if value is not None}
-    exists = conn.scalar(sa.select(payment_settings.c.organization_id).where(
-        payment_settings.c.organization_id == organization_id))
-    if exists is None:
-        conn.execute(payment_settings.insert().values(organization_id=organization_id, updated_at=now, **values))
-    else:
+    # The organization's first settings are inserted; if they exist (or a concurrent first configure inserted
+    # them meanwhile), what is given is changed.
+    created = insert_or_ignore(conn, payment_settings, {"organization_id": organization_id, "updated_at": now,
+                                                        **values}, ["organization_id"]).rowcount
+    if not created:
         conn.execute(payment_settings.update().where(payment_settings.c.organization_id == organization_id)
                      .values(updated_at=now, **values))

@@ -97,17 +97,18 @@ class DebtorRequest:
 
 
 async def debtor_request(request: Request, work: Callable[[sa.Connection, DebtorScope], T], *,
-                         write: bool = False) -> tuple[DebtorRequest, T]:
-    """Check the session and the link behind it, and run `work` in the same transaction."""
+                         write: bool = False, durable: bool = False) -> tuple[DebtorRequest, T]:
+    """Check the session and the link behind it, and run `work` in the same transaction (`durable`: see
+    Database.write)."""
     def read(conn: sa.Connection, link_id: int, now: dt.datetime) -> tuple[DebtorScope, T]:
         scope = links.resolve(conn, link_id, now)
         return scope, work(conn, scope)
 
-    return await debtor_read(request, read, write=write)
+    return await debtor_read(request, read, write=write, durable=durable)
 
 
 async def debtor_read(request: Request, read: Callable[[sa.Connection, int, dt.datetime], tuple[DebtorScope, T]], *,
-                      write: bool = False) -> tuple[DebtorRequest, T]:
+                      write: bool = False, durable: bool = False) -> tuple[DebtorRequest, T]:
     """Check the session, and run `read` (which checks the link: links.resolve, or a statement that includes it)
     with the session's link id and the time."""
     services = services_of(request)
@@ -120,7 +121,7 @@ async def debtor_read(request: Request, read: Callable[[sa.Connection, int, dt.d
         except links.LinkNotUsable as exc:
             raise sessions.NoSession(session.link_id) from exc
 
-    scope, result = await (services.db.write(checked) if write else services.db.read(checked))
+    scope, result = await (services.db.write(checked, durable=durable) if write else services.db.read(checked))
     return DebtorRequest(request, session, scope, now), result
 
 

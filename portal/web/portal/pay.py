@@ -95,7 +95,7 @@ async def start_checkout(request: Request) -> Response:
         except InvalidInput as exc:
             return exc, config
 
-    debtor_req, (started, config) = await debtor_request(request, prepare, write=True)
+    debtor_req, (started, config) = await debtor_request(request, prepare, write=True, durable=True)
     if isinstance(started, InvalidInput):
         selection = await services.db.read(lambda conn: _selection_or_error(conn, debtor_req.scope, ids))
         problem = "method" if "way to pay" in started.detail else None
@@ -124,7 +124,7 @@ async def start_checkout(request: Request) -> Response:
         selection = await services.db.read(lambda conn: _selection_or_error(conn, debtor_req.scope, ids))
         return _render_pay(debtor_req, selection, config, ids, status=503, problem="provider")
     await services.db.write(checkouts.opened_at_provider, checkout.id, opened.provider_ref, opened.url,
-                            opened.expires_at, services.now())
+                            opened.expires_at, services.now(), durable=True)
     # Older open checkouts of these invoices are stopped at their provider once the debtor is on their way.
     cancel_old = BackgroundTask(_cancel_at_providers, services, config, superseded) if superseded else None
     return RedirectResponse(opened.url, status_code=303, background=cancel_old)
@@ -195,13 +195,14 @@ async def _current_checkout(request: Request, *, cancelling: bool = False) -> tu
         # Back through the provider's cancel link. Stripe keeps the Session open for a day: without this the page
         # would wait that long. Cancelled first, then stopped at the provider; if it was paid after all, the
         # provider's answer below still says so.
-        await services.db.write(checkouts.cancelled_by_debtor, checkout.id, services.now())
+        await services.db.write(checkouts.cancelled_by_debtor, checkout.id, services.now(), durable=True)
         with contextlib.suppress(ProviderError):
             await run_in_threadpool(provider.cancel, checkout.provider_ref)
     if (checkout.status in ("open", "processing") or cancelling) and (cancelling or POLLS.due(public_id, services.now().timestamp())):
         with contextlib.suppress(ProviderError):
             observation = await run_in_threadpool(provider.fetch, checkout.provider_ref)
-            await services.db.write(payments.apply, checkout.organization_id, observation, services.now())
+            await services.db.write(payments.apply, checkout.organization_id, observation, services.now(),
+                                    durable=True)
         checkout = await services.db.read(lambda conn: checkouts.for_debtor(conn, debtor_req.scope, public_id))
     return debtor_req, checkout
 
