@@ -20,7 +20,9 @@ from starlette.testclient import TestClient
 from portal.app import create_app
 from portal.db import READ_THREADS, WRITE_THREADS, Database
 from portal.db.organizations import organizations
+from portal.db.invoices import invoices
 from portal.domain.customers import CustomerInput, upsert_customer
+from portal.domain.invoices import InvoiceInput, upsert_invoices
 from portal.domain.lifecycle import next_number
 from portal.domain.organizations import create_organization
 from tests.conftest import START
@@ -242,6 +244,21 @@ def test_concurrent_first_pushes_of_a_customer_make_one(database: Database) -> N
     item = CustomerInput("C1", "Brasserie Dupont", None, "fr-BE", None, None)
     results = at_once(database, upsert_customer, org.id, item, START)
     assert sorted(results) == ["created"] + ["unchanged"] * 7
+
+
+def test_concurrent_first_pushes_of_invoices_make_one_each(database: Database) -> None:
+    org = database.run(create_organization, "acme", "Acme", START)
+    database.run(upsert_customer, org.id, CustomerInput("C1", "Brasserie Dupont", None, "fr-BE", None, None), START)
+    items = [InvoiceInput(external_id=external_id, customer="C1", number=external_id, kind="invoice", status="open",
+                          issue_date=START.date(), due_date=START.date(), payment_terms=None, payment_terms_days=None,
+                          currency="EUR", total_minor=12100, amount_due_minor=12100, lines=[])
+             for external_id in ("F-1", "F-2")]
+    pushes = at_once(database, upsert_invoices, org.id, items, START)
+    for external_id in ("F-1", "F-2"):
+        results = [o.result for outcomes in pushes for o in outcomes if o.external_id == external_id]
+        assert sorted(results) == ["created"] + ["unchanged"] * 7
+    stored = database.run(lambda conn: conn.scalar(sa.select(sa.func.count()).select_from(invoices)), write=False)
+    assert stored == 2
 
 
 def test_concurrent_first_numbers_of_an_organization_are_all_different(database: Database) -> None:

@@ -133,7 +133,8 @@ def insert_or_ignore(conn: sa.Connection, table: sa.Table, values: Mapping[str, 
     """INSERT `values` into `table` unless a row with the same `index_elements` (a unique constraint's columns)
     is there: `INSERT ... ON CONFLICT (...) DO NOTHING`, as the connection's database writes it. Two transactions
     inserting the same key at once both succeed: the second waits for the first and then inserts nothing.
-    Returns the result; with `returning`, the inserted row's columns (no row: it was there already)."""
+    Returns the result: ask for `returning` columns to learn whether a row was inserted (no row: it was there
+    already); the result's rowcount does not tell on every driver."""
     statement = _INSERTS[conn.dialect.name](table).on_conflict_do_nothing(index_elements=list(index_elements))
     if returning:
         statement = statement.returning(*returning)

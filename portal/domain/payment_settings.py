@@ -56,8 +56,8 @@ def configure(conn: sa.Connection, organization_id: int, now: dt.datetime, *, pr
         if value is not None}
     # The organization's first settings are inserted; if they exist (or a concurrent first configure inserted
     # them meanwhile), what is given is changed.
-    created = insert_or_ignore(conn, payment_settings, {"organization_id": organization_id, "updated_at": now,
-                                                        **values}, ["organization_id"]).rowcount
-    if not created:
+    created = insert_or_ignore(conn, payment_settings, {"organization_id": organization_id, "updated_at": now, **values},
+                               ["organization_id"], returning=[payment_settings.c.organization_id]).first()
+    if created is None:
         conn.execute(payment_settings.update().where(payment_settings.c.organization_id == organization_id)
                      .values(updated_at=now, **values))
