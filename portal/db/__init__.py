@@ -11,8 +11,8 @@ built by the app's lifespan and disposed at its end. Worker threads come from th
 reads (pages, API reads, key checks), which never wait for a lock; short writes (an API change, a webhook, a
 debtor's POST), which may wait for a row lock or for SQLite's single writer; and bulk writes (a batch push, an
 archive's documents, the pull importer), which may hold the database for seconds. The PostgreSQL pool has a
-connection for every thread of the three, so a transaction never waits for the pool, and a few more for
-`run` called outside the limiters. The pool checks a connection before handing it out (`pool_pre_ping`): one
+connection for every thread of the three (so does SQLite's), so a transaction never waits for the pool, and a few
+more for `run` called outside the limiters. The pool checks a connection before handing it out (`pool_pre_ping`): one
 that died with a restart or a failover is replaced, and nothing is run twice.
 
 Two first writes of the same object (a customer, an invoice, a payment) can both find nothing and both insert;
@@ -68,8 +68,8 @@ READ_THREADS = 8
 WRITE_THREADS = 8
 BULK_THREADS = 2
 # One connection for each of those threads, plus a few for `run` outside them (a command, a test's thread).
-POSTGRESQL_POOL_SIZE = READ_THREADS + WRITE_THREADS + BULK_THREADS
-POSTGRESQL_POOL_OVERFLOW = 4
+POOL_SIZE = READ_THREADS + WRITE_THREADS + BULK_THREADS
+POOL_OVERFLOW = 4
 
 
 def _json_text(value: Any) -> str:
@@ -85,15 +85,15 @@ def _json_text(value: Any) -> str:
 def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, echo=echo, pool_size=POSTGRESQL_POOL_SIZE, max_overflow=POSTGRESQL_POOL_OVERFLOW,
-                                pool_pre_ping=True, json_serializer=_json_text)
+        return sa.create_engine(url, echo=echo, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=True,
+                                json_serializer=_json_text)
 
     options: dict[str, Any] = {}
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # The connection used last is used next, with SQLite's page cache warm from the last transaction (a
         # batch's lookup, then its write). An in-memory database has a pool of its own, without this choice.
-        options["pool_use_lifo"] = True
+        options.update(pool_use_lifo=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
     engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False,
                                                             "timeout": BUSY_TIMEOUT_MS / 1000},
                               json_serializer=_json_text, **options)
