@@ -26,7 +26,6 @@ Needs `wrk` (Debian: apt-get install -y wrk). See README.md for the figures and 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import hashlib
 import itertools
@@ -292,8 +291,7 @@ def open_session(server: Server, link_path: str) -> str:
 
 def capture_statements(url: str, cookie: str) -> list[tuple[str, Any]]:
     """The SQL (and parameters) the app executes for one GET /portal with this session, in order: the app
-    built in this process from the same settings, its engines listened to (every engine: on PostgreSQL the page
-    reads through the asyncpg engine of the request's event loop), the second of two requests through
+    built in this process from the same settings, its engine listened to, the second of two requests through
     TestClient (the first connects, and the dialect's own first statements are not the page's)."""
     import sqlalchemy as sa
     from starlette.testclient import TestClient
@@ -334,19 +332,12 @@ def query_plans(url: str, statements: list[tuple[str, Any]]) -> list[str]:
         finally:
             conn.close()
         return plans
-    import asyncpg
+    import psycopg
 
-    async def explain() -> None:
-        conn = await asyncpg.connect(driver_url(url))
-        try:
-            for sql, params in selects:
-                lines = [row[0].strip() for row in await conn.fetch("EXPLAIN " + sql, *params)]
-                plans.append("; ".join(line for line in lines
-                                       if "Scan" in line or "Sort" in line or "Aggregate" in line))
-        finally:
-            await conn.close()
-
-    asyncio.run(explain())
+    with psycopg.connect(driver_url(url)) as conn:
+        for sql, params in selects:
+            lines = [row[0].strip() for row in conn.execute("EXPLAIN " + sql, params)]
+            plans.append("; ".join(line for line in lines if "Scan" in line or "Sort" in line or "Aggregate" in line))
     return plans
 
 
@@ -418,26 +409,37 @@ def _ceiling_app(config: CeilingConfig) -> Any:
 
         startup = None
     else:
-        # As the app reads on PostgreSQL: asyncpg on the event loop, autocommit, a pool as large as the app's.
-        import asyncpg
+        # As the app reads on PostgreSQL: psycopg in worker threads (--pg-connections of them), each with a
+        # connection of its own, one read transaction per page (psycopg prepares a statement from its fifth
+        # run, as in the app).
+        import queue
 
-        pools: list[Any] = []
-        columns: dict[str, list[str]] = {}  # each statement's, read once: a page may have no rows to read them from
+        import anyio
+        import anyio.to_thread
+        import psycopg
+
+        idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        threads = anyio.CapacityLimiter(config.connections)
+
+        def read() -> list[tuple[list[str], list[tuple[Any, ...]]]]:
+            conn = idle.get()
+            try:
+                results = []
+                with conn.transaction():
+                    for sql, params in config.statements:
+                        if sql.lstrip().upper().startswith(("SELECT", "WITH")):
+                            cursor = conn.execute(sql, params)
+                            results.append(([d.name for d in cursor.description or ()], cursor.fetchall()))
+                return results
+            finally:
+                idle.put(conn)
 
         async def page(_request: Request) -> HTMLResponse:
-            results = []
-            async with pools[0].acquire() as conn:
-                for sql, params in config.statements:
-                    rows = await conn.fetch(sql, *params)  # prepared once per connection, as the app's are
-                    results.append((columns[sql], [tuple(row) for row in rows]))
-            return HTMLResponse(build(results))
+            return HTMLResponse(build(await anyio.to_thread.run_sync(read, limiter=threads)))
 
         async def startup() -> None:
-            pools.append(await asyncpg.create_pool(config.dsn, min_size=config.connections,
-                                                   max_size=config.connections))
-            async with pools[0].acquire() as conn:
-                for sql, _params in config.statements:
-                    columns[sql] = [a.name for a in (await conn.prepare(sql)).get_attributes()]
+            for _ in range(config.connections):
+                idle.put(psycopg.connect(config.dsn))
 
     async def ready(_request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")

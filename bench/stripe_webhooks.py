@@ -23,7 +23,7 @@ The ceiling is a bare Starlette route served exactly as `portal serve` serves th
 same uvicorn settings and number of processes) that verifies the same signature with the same stripe call, reads
 the event id from the body and INSERTs it into a plain table with a unique index through the bare driver, one
 transaction per event: on SQLite, sqlite3 with the app's pragmas and BEGIN IMMEDIATE in a worker thread, writers
-queued on a lock; on PostgreSQL, asyncpg on the event loop with a pool as large as the app's. What any webhook
+queued on a lock; on PostgreSQL, psycopg in as many worker threads as the app gives short writes. What any webhook
 must do, and nothing of what Quittance does with it. It gets the same warm-up and measured events, closed loop.
 See README.md.
 """
@@ -314,24 +314,33 @@ def ceiling_app(database_url: str) -> Any:
 
         lifespan = None
     else:
-        # As the app does on PostgreSQL: asyncpg on the event loop, a pool of POSTGRESQL_POOL_SIZE connections.
-        import asyncpg
+        # As the app does on PostgreSQL: psycopg in as many worker threads as the app's short writes get, each
+        # thread with a connection of its own.
+        import anyio
+        import anyio.to_thread
+        import psycopg
 
-        from portal.db import POSTGRESQL_POOL_SIZE
+        from portal.db import WRITE_THREADS
 
-        pools: list[Any] = []
+        threads = anyio.CapacityLimiter(WRITE_THREADS)
+        opened: list[Any] = []
+
+        def insert_pg(event_id: str, now: dt.datetime) -> None:
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = psycopg.connect(driver_url(database_url))
+                opened.append(conn)
+            with conn.transaction():
+                conn.execute(f"INSERT INTO {CEILING_TABLE} (event_id, received_at) VALUES (%s, %s)", (event_id, now))
 
         async def store(event_id: str, now: dt.datetime) -> None:
-            async with pools[0].acquire() as conn, conn.transaction():
-                await conn.execute(f"INSERT INTO {CEILING_TABLE} (event_id, received_at) VALUES ($1, $2)",
-                                   event_id, now)
+            await anyio.to_thread.run_sync(insert_pg, event_id, now, limiter=threads)
 
         @asynccontextmanager
         async def lifespan(_app: Any) -> AsyncIterator[None]:
-            pools.append(await asyncpg.create_pool(driver_url(database_url), min_size=POSTGRESQL_POOL_SIZE,
-                                                   max_size=POSTGRESQL_POOL_SIZE))
             yield
-            await pools[0].close()
+            for conn in opened:
+                conn.close()
 
     async def hook(request: Request) -> Response:
         body = await request.body()

@@ -44,15 +44,17 @@ def build_api() -> Api:
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None, database: Database | None = None) -> Starlette:
+    """The application. It opens no database: its lifespan does (or uses `database`, a test's), and closes what
+    it opened at the end. Requests are served inside the lifespan only (`app.state.services` is set there)."""
     clock = clock or SystemClock()
-    services = Services(
-        settings=settings,
-        db=database or Database.from_url(settings.database_url, echo=settings.echo_sql),
-        clock=clock,
-        documents=open_store(settings.document_store_url),
-        tokens=TokenService(settings.signing_keys, clock),
-        providers=ProviderRegistry(settings),
-    )
+    documents = open_store(settings.document_store_url)
+    tokens = TokenService(settings.signing_keys, clock)
+    providers = ProviderRegistry(settings)
+
+    def services_on(db: Database) -> Services:
+        return Services(settings=settings, db=db, clock=clock, documents=documents, tokens=tokens,
+                        providers=providers)
+
     api = build_api()
     openapi_document = api.openapi(title="Quittance machine API", version=VERSION,
                                    server_url=settings.base_url)
@@ -61,11 +63,17 @@ def create_app(settings: Settings, *, clock: Clock | None = None, database: Data
         return json_response(openapi_document)
 
     @asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        async with services.db.serving():
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if database is not None:
             yield
-        if database is None:
-            services.db.dispose()
+            return
+        db = Database.from_url(settings.database_url, echo=settings.echo_sql)
+        try:
+            await db.read(lambda conn: conn.exec_driver_sql("SELECT 1"))  # an unreachable database stops the start
+            app.state.services = services_on(db)
+            yield
+        finally:
+            db.dispose()
 
     routes = [
         Mount("/api/v1", routes=[Route("/openapi.json", openapi), *api.routes(authenticate_request)]),
@@ -91,5 +99,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None, database: Data
         ],
         lifespan=lifespan,
     )
-    app.state.services = services
+    if database is not None:
+        app.state.services = services_on(database)
     return app

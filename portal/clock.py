@@ -31,7 +31,7 @@ class FrozenClock:
 
 def as_utc(value: dt.datetime | None) -> dt.datetime | None:
     """In UTC. SQLite hands back naive datetimes, and every one we store is UTC; PostgreSQL's come in the
-    session's TimeZone through psycopg and in UTC through asyncpg, and are shown the same either way."""
+    session's TimeZone through psycopg, and are shown the same either way."""
     if value is None:
         return None
     if value.tzinfo is None:

@@ -48,7 +48,7 @@ async def reconcile(db: Database, providers: ProviderRegistry, settings: Setting
             report.unreachable += 1
             log.warning("could not ask %s about %s: %s", checkout.provider, checkout.public_id, exc)
             continue
-        outcome = await db.write(payments.apply, checkout.organization_id, observation, now)
+        outcome = await db.write(payments.apply, checkout.organization_id, observation, now, durable=True)
         if outcome.checkout_status != checkout.status or outcome.recorded_payment:
             report.changed += 1
     return report

@@ -99,17 +99,25 @@ def app(settings: Settings, database: Database, clock: FrozenClock) -> Any:
     return create_app(settings, clock=clock, database=database)
 
 
+@pytest.fixture
+def clients() -> Iterator[ExitStack]:
+    """The test clients a test opens here run the app as `portal serve` does: its lifespan started, every
+    request served on the one event loop, and the lifespan ended after the test."""
+    with ExitStack() as stack:
+        yield stack
+
+
 class Tenant:
     """An organization with an API key, and an HTTP client that uses it."""
 
-    def __init__(self, app: Any, database: Database, slug: str, now: dt.datetime) -> None:
+    def __init__(self, app: Any, database: Database, slug: str, now: dt.datetime, clients: ExitStack) -> None:
         def setup(conn: sa.Connection) -> tuple[orgs.Organization, str]:
             org = orgs.create_organization(conn, slug, slug.title(), now)
             return org, orgs.create_api_key(conn, org, "tests", now)[1]
 
         self.org, self.key = database.run(setup)
-        self.client = TestClient(app, headers={"Authorization": f"Bearer {self.key}"},
-                                 raise_server_exceptions=False)
+        self.client = clients.enter_context(TestClient(app, headers={"Authorization": f"Bearer {self.key}"},
+                                                       raise_server_exceptions=False))
 
     def put_customer(self, external_id: str = "C1", **fields: Any) -> Any:
         body = {"name": "Brasserie Dupont", "email": "compta@dupont.example", "locale": "fr-BE", **fields}
@@ -133,15 +141,15 @@ def invoice_body(**fields: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def tenant(app: Any, database: Database, clock: FrozenClock) -> Tenant:
-    t = Tenant(app, database, "acme", clock.now())
+def tenant(app: Any, database: Database, clock: FrozenClock, clients: ExitStack) -> Tenant:
+    t = Tenant(app, database, "acme", clock.now(), clients)
     t.put_customer()
     return t
 
 
 @pytest.fixture
-def other_tenant(app: Any, database: Database, clock: FrozenClock) -> Tenant:
-    return Tenant(app, database, "globex", clock.now())
+def other_tenant(app: Any, database: Database, clock: FrozenClock, clients: ExitStack) -> Tenant:
+    return Tenant(app, database, "globex", clock.now(), clients)
 
 
 @pytest.fixture(scope="session")

@@ -38,15 +38,15 @@ def test_operator_creates_an_org_and_a_key_that_works_then_revokes_it(env: dict[
     assert key.startswith("qtc_")
 
     app = create_app(Settings(database_url=env["PORTAL_DATABASE_URL"], storage_dir=tmp_path / "docs"))
-    client = TestClient(app, headers={"Authorization": f"Bearer {key}"})
-    assert client.get("/api/v1/invoices").status_code == 200
+    with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:  # the app opens the database
+        assert client.get("/api/v1/invoices").status_code == 200
 
-    listing = run("apikey", "list", "acme")
-    assert "ERP" in listing and "active" in listing and key not in listing
-    key_id = listing.split("\t")[0]
-    run("apikey", "revoke", "acme", key_id)
-    assert "revoked" in run("apikey", "list", "acme")
-    assert client.get("/api/v1/invoices").status_code == 401
+        listing = run("apikey", "list", "acme")
+        assert "ERP" in listing and "active" in listing and key not in listing
+        key_id = listing.split("\t")[0]
+        run("apikey", "revoke", "acme", key_id)
+        assert "revoked" in run("apikey", "list", "acme")
+        assert client.get("/api/v1/invoices").status_code == 401
 
 
 def test_mistakes_are_reported_not_raised(env: dict[str, str]) -> None:
@@ -65,15 +65,15 @@ def test_links_from_the_command_line(env: dict[str, str], tmp_path: Path) -> Non
     key = run("apikey", "create", "acme", "--name", "ERP").strip().splitlines()[-1]
     app = create_app(Settings(database_url=env["PORTAL_DATABASE_URL"], storage_dir=tmp_path / "docs",
                               base_url="http://testserver"))
-    api = TestClient(app, headers={"Authorization": f"Bearer {key}"})
-    api.put("/api/v1/customers/C1", json={"name": "Dupont", "locale": "fr"})
+    with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as api:
+        api.put("/api/v1/customers/C1", json={"name": "Dupont", "locale": "fr"})
 
     url = run("link", "create", "acme", "C1", "--days", "7").strip().splitlines()[-1]
     assert url.startswith("http://127.0.0.1:8000/l/"), "the CLI uses PORTAL_BASE_URL's default"
-    browser = TestClient(app, follow_redirects=False)
-    assert browser.get("/l/" + url.rsplit("/", 1)[1]).status_code == 303
-    assert "revoked 1 link(s)" in run("link", "revoke", "acme", "C1")
-    assert browser.get("/portal").status_code == 401
+    with TestClient(app, follow_redirects=False) as browser:
+        assert browser.get("/l/" + url.rsplit("/", 1)[1]).status_code == 303
+        assert "revoked 1 link(s)" in run("link", "revoke", "acme", "C1")
+        assert browser.get("/portal").status_code == 401
 
     for external_id, number in (("I1", "F-1"), ("I2", "F-2")):
         answer = api.put(f"/api/v1/invoices/{external_id}", json=invoice_body(number=number))

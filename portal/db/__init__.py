@@ -1,66 +1,55 @@
-"""Engine creation and transactions.
+"""The engine and the one way to run a transaction.
 
-Domain services are plain synchronous functions that take a `Connection`; web handlers run them through
-`Database.read`, `Database.write` and `Database.write_bulk` (one transaction each, except PostgreSQL's reads,
-see below). Commands, the worker and tests call `Database.run` in a thread of their own.
+Domain services are plain synchronous functions that take a `Connection`. `Database.run(fn, ...)` runs one of
+them in one transaction on the calling thread; commands, the worker and tests call it directly. Web handlers
+await `Database.read`, `Database.write` and `Database.write_bulk`, which do the same `run` in a worker thread
+(`anyio.to_thread.run_sync`), so the event loop never waits for the database.
 
-- PostgreSQL, reads and short writes: on the event loop, through asyncpg. SQLAlchemy's asyncio extension runs the
-  synchronous service in a greenlet (`AsyncConnection.run_sync`), so each statement's round trip is awaited and the
-  loop serves other requests meanwhile. Measured in one process with 32 requests at a time, against psycopg in 4
-  threads: a Stripe webhook took about 2.5 ms of server and database CPU instead of 4.1, the history page 2.1
-  instead of 3.3 (no GIL passing between threads, and asyncpg's protocol is cheaper for both sides; bench/README.md
-  has the served figures). The Python between the round trips runs on the loop, as it does on SQLite: a service does
-  no file or network I/O inside its transaction. Reads run without BEGIN and COMMIT (autocommit): under READ
-  COMMITTED, PostgreSQL's default, every statement sees its own snapshot anyway, so a read transaction only cost two
-  round trips; `read_in_transaction` is for the read that needs one (`SET LOCAL`). Connections are used without a
-  ping first; a transaction that finds its connection dead is run again on a new one (a write only if it died before
-  COMMIT). Reads and writes have separate pools of `POSTGRESQL_POOL_SIZE` connections per process, which also bound
-  how many run at a time: writes can wait on row locks (payments for invoices that a batch push holds) and reads
-  never do, so pages and API keys are still served meanwhile. The pools belong to the event loop of the server that
-  opened them (`Database.serving`, in the app's lifespan); elsewhere (a test client without its context manager,
-  which runs each request on a new loop) each transaction opens its own connection.
-- PostgreSQL, bulk writes (a batch of 1,000 invoices, an archive's documents, the pull importer): psycopg in
-  Starlette's thread pool, so a long import never holds up the loop.
-- SQLite, reads and short writes (a webhook, a page's POST, one invoice): on the event loop itself. The database
-  is a file in this process and such a transaction takes a fraction of a millisecond; handing it to a thread
-  cost more than running it, and under load the GIL passing back and forth between the loop and the threads made
-  requests wait for each other. Measured at 32 connections: the history page went from 240 to 420 pages a
-  second on one process, Stripe webhooks from 326 to 626 a second (p99 114 -> 59 ms). WAL readers never wait
-  for a writer, so a read does not block the loop on a lock. The longest reads are the API's pages, bounded at
-  1,000 rows.
-- SQLite, bulk writes: in a worker thread, so that pages keep being served in between.
-- SQLite writes take turns, first come first served, on an asyncio.Lock per event loop: SQLite lets one
-  connection write at a time, and a short write must not wait for SQLite's lock while a bulk write of the same
-  process holds it. A short write that finds the lock held by another process (`portal worker`, a CLI command,
-  another server process) does not wait for it on the loop: it is run again in a thread, which waits in
-  SQLite's busy handler (see `WriteLockTaken`).
+Each process has one SQLAlchemy engine (psycopg 3 for PostgreSQL, the standard sqlite3 module for SQLite),
+built by the app's lifespan and disposed at its end. Worker threads come from three bounded
+`anyio.CapacityLimiter`s, one per kind of work, so that one kind cannot take the threads the others need:
+reads (pages, API reads, key checks), which never wait for a lock; short writes (an API change, a webhook, a
+debtor's POST), which may wait for a row lock or for SQLite's single writer; and bulk writes (a batch push, an
+archive's documents, the pull importer), which may hold the database for seconds. The PostgreSQL pool has a
+connection for every thread of the three (so does SQLite's), so a transaction never waits for the pool, and a few
+more for `run` called outside the limiters. The pool checks a connection before handing it out (`pool_pre_ping`): one
+that died with a restart or a failover is replaced, and nothing is run twice.
+
+Two first writes of the same object (a customer, an invoice, a payment) can both find nothing and both insert;
+the insert settles it (`insert_or_ignore`: `ON CONFLICT DO NOTHING`, then the caller reads the winner's row), so
+no transaction is ever run again.
+
+SQLite: WAL, so readers never wait for the writer. A write begins with `BEGIN IMMEDIATE`, taking the write lock
+before reading (a deferred transaction that upgrades later fails with "database is locked" under load), and the
+writes of one process take turns on a lock of their own rather than polling in SQLite's busy handler; another
+process's writer (the worker, a command) is waited for in the busy handler, up to BUSY_TIMEOUT_MS. Commits are
+`synchronous=NORMAL` (durable across a crash of the process, not of the OS) except in a transaction run with
+`durable=True`, which commits with `synchronous=FULL`: every transaction that records money (a checkout, a
+payment, a webhook) is one, so what a provider was told is recorded survives power loss (bench/README.md has the
+cost of the fsync per commit).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import sqlite3
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
-from starlette.concurrency import run_in_threadpool
 
 from portal.db.metadata import metadata
 
 # Importing the table modules registers their tables on `metadata`.
 from portal.db import access, connectors, customers, invoices, organizations, payments, portal  # noqa: F401,E402
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 30000
@@ -72,16 +61,15 @@ SQLITE_PRAGMAS = (
     f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
 )
 
-
-class WriteLockTaken(Exception):
-    """SQLite's write lock is held by another connection, and this transaction was not to wait for it."""
-
-
-# Connections per pool (reads, writes) and server process. A transaction is mostly Python between short round
-# trips, so a few connections keep a core busy; beyond that they only add PostgreSQL backends competing with the
-# server processes for the same cores.
-POSTGRESQL_POOL_SIZE = 8
-ASYNC_APPLICATION_NAME = "quittance web"
+# Worker threads per process for each kind of transaction. A transaction is mostly Python between short round
+# trips, and Python runs one thread at a time: a few threads keep a core busy, more only add waiting (and
+# PostgreSQL backends competing with the server for the same cores).
+READ_THREADS = 8
+WRITE_THREADS = 8
+BULK_THREADS = 2
+# One connection for each of those threads, plus a few for `run` outside them (a command, a test's thread).
+POOL_SIZE = READ_THREADS + WRITE_THREADS + BULK_THREADS
+POOL_OVERFLOW = 4
 
 
 def _json_text(value: Any) -> str:
@@ -97,7 +85,7 @@ def _json_text(value: Any) -> str:
 def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, echo=echo, pool_size=20, max_overflow=10, pool_pre_ping=True,
+        return sa.create_engine(url, echo=echo, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=True,
                                 json_serializer=_json_text)
 
     options: dict[str, Any] = {}
@@ -105,14 +93,14 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # The connection used last is used next, with SQLite's page cache warm from the last transaction (a
         # batch's lookup, then its write). An in-memory database has a pool of its own, without this choice.
-        options["pool_use_lifo"] = True
-    engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30},
+        options.update(pool_use_lifo=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+    engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False,
+                                                            "timeout": BUSY_TIMEOUT_MS / 1000},
                               json_serializer=_json_text, **options)
 
     @sa.event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control away from the driver so that we can say BEGIN IMMEDIATE for writes: a
-        # deferred transaction that later upgrades to a write fails with "database is locked" under load.
+        # Take transaction control away from the driver so that we can say BEGIN IMMEDIATE for writes.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         for pragma in SQLITE_PRAGMAS:
@@ -124,221 +112,87 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
         options = connection.get_execution_options()
         if not options.get("write", False):
             connection.exec_driver_sql("BEGIN")
-        elif options.get("wait", True):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            # On the event loop: take the write lock only if it is free now. Waiting for another process's
-            # write (the worker's, a CLI command's) in SQLite's busy handler would stop every request.
-            driver = connection.connection.driver_connection
-            driver.execute("PRAGMA busy_timeout=0")
-            try:
-                driver.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise WriteLockTaken(str(exc)) from exc
-            finally:
-                driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            return
+        # SQLite refuses to change the synchronous level inside a transaction: it is set before BEGIN, and
+        # only when it changes (each connection remembers its level).
+        level = "FULL" if options.get("durable", False) else "NORMAL"
+        info = connection.connection.info
+        if info.get("synchronous", "NORMAL") != level:
+            connection.exec_driver_sql(f"PRAGMA synchronous={level}")
+            info["synchronous"] = level
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
 
-def _asyncpg_connector(url: sa.URL) -> Callable[[], Awaitable[Any]]:
-    """Opens an asyncpg connection to the database of the engine's URL. asyncpg reads the URL as libpq does,
-    options included (`sslmode`, `sslrootcert`, ...); other options are sent to the server as settings."""
-    import asyncpg
-
-    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-    def connect() -> Awaitable[Any]:
-        # Named in pg_stat_activity, apart from the commands' and the worker's psycopg connections.
-        return asyncpg.connect(dsn, server_settings={"application_name": ASYNC_APPLICATION_NAME})
-
-    return connect
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
-@dataclass(frozen=True)
-class _LoopEngines:
-    """One event loop's asyncpg engines: reads in autocommit, writes in transactions, each with its own pool.
-
-    Transactions wait for their turn on a semaphore as large as the pool, first come first served, rather than
-    in the pool itself: a connection handed back to the pool goes to whoever asks first, often a newcomer, and a
-    request that kept losing that race waited many turns (32 webhooks on a pool of 8: p50 60 ms, p99 104 ms).
-    """
-
-    reads: AsyncEngine
-    writes: AsyncEngine
-    read_turns: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(POSTGRESQL_POOL_SIZE))
-    write_turns: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(POSTGRESQL_POOL_SIZE))
-
-    @classmethod
-    def create(cls, engine: sa.Engine, *, pooled: bool) -> _LoopEngines:
-        options: dict[str, Any] = {"pool_size": POSTGRESQL_POOL_SIZE, "max_overflow": 0} if pooled else {
-            "poolclass": NullPool}
-        options.update(async_creator=_asyncpg_connector(engine.url), echo=engine.echo, json_serializer=_json_text)
-        # No ping before use (a round trip each): a transaction that finds its connection dead is run again
-        # (see `Database._read_on_loop` and `_write_on_loop`).
-        return cls(create_async_engine("postgresql+asyncpg://", isolation_level="AUTOCOMMIT", **options),
-                   create_async_engine("postgresql+asyncpg://", **options))
-
-    async def dispose(self) -> None:
-        await self.reads.dispose()
-        await self.writes.dispose()
-
-
-V = TypeVar("V")
-
-
-def _of_this_loop(table: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, V], make: Callable[[], V]) -> V:
-    """The running event loop's own `make()`, made on first use (locks and connections belong to one loop)."""
-    loop = asyncio.get_running_loop()
-    value = table.get(loop)
-    if value is None:
-        value = table[loop] = make()
-    return value
+def insert_or_ignore(conn: sa.Connection, table: sa.Table, values: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+                     index_elements: Sequence[str], *, returning: Sequence[sa.ColumnElement[Any]] = ()) -> Any:
+    """INSERT `values` into `table` unless a row with the same `index_elements` (a unique constraint's columns)
+    is there: `INSERT ... ON CONFLICT (...) DO NOTHING`, as the connection's database writes it. Two transactions
+    inserting the same key at once both succeed: the second waits for the first and then inserts nothing.
+    Returns the result: ask for `returning` columns to learn whether a row was inserted (no row: it was there
+    already); the result's rowcount does not tell on every driver."""
+    statement = _INSERTS[conn.dialect.name](table).on_conflict_do_nothing(index_elements=list(index_elements))
+    if returning:
+        statement = statement.returning(*returning)
+    return conn.execute(statement, values)
 
 
 class Database:
-    """One engine and the two ways to run a unit of work on it."""
+    """One engine per process, and the one way to run a unit of work on it: `run` (or `transaction`), in the
+    caller's thread; `read`, `write` and `write_bulk` run it in a worker thread from the event loop."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.is_postgresql = engine.dialect.name == "postgresql"
-        # SQLite's write queue, one per event loop: an asyncio.Lock belongs to the loop that first waits on it,
-        # and the tests run several loops against one Database.
-        self._write_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary())
-        # PostgreSQL's asyncpg engines, likewise per event loop: a connection belongs to the loop that opened it.
-        self._loop_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopEngines] = (
-            weakref.WeakKeyDictionary())
+        self._reads = anyio.CapacityLimiter(READ_THREADS)
+        self._writes = anyio.CapacityLimiter(WRITE_THREADS)
+        self._bulk_writes = anyio.CapacityLimiter(BULK_THREADS)
+        # SQLite lets one connection write at a time: this process's writers queue here, handed the turn at
+        # once, instead of sleeping and retrying in SQLite's busy handler.
+        self._sqlite_writer = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, *, echo: bool = False) -> Database:
         return cls(create_engine(url, echo=echo))
 
     @contextmanager
-    def transaction(self, *, write: bool = True, wait: bool = True) -> Iterator[sa.Connection]:
-        """One transaction. `wait=False` (SQLite writes on the event loop): raise WriteLockTaken at once
-        instead of waiting for another connection's write to end."""
-        with self.engine.connect() as connection:
-            connection.execution_options(write=write, wait=wait)
+    def transaction(self, *, write: bool = True, durable: bool = False) -> Iterator[sa.Connection]:
+        """One transaction, committed at the end of the block (rolled back if it raises). `durable`: on SQLite,
+        the commit is flushed to the disk (`synchronous=FULL`); PostgreSQL commits that way always."""
+        turn = self._sqlite_writer if write and not self.is_postgresql else nullcontext()
+        with turn, self.engine.connect() as connection:
+            connection.execution_options(write=write, durable=durable)
             with connection.begin():
                 yield connection
 
-    def run(self, fn: Callable[..., T], *args: Any, write: bool = True, **kwargs: Any) -> T:
-        """Run `fn(connection, ...)` in one transaction. Two first writes of the same object can race on a
-        unique constraint (PostgreSQL lets both pass their "does it exist?" read); the loser is run again,
-        once, and then sees the winner's row."""
-        return self._run(fn, args, kwargs, write=write, wait=True)
-
-    def _run(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], *, write: bool,
-             wait: bool) -> T:
-        for attempt in range(2):
-            try:
-                with self.transaction(write=write, wait=wait) as connection:
-                    return fn(connection, *args, **kwargs)
-            except sa.exc.IntegrityError:
-                if not write or attempt == 1:
-                    raise
-        raise AssertionError("unreachable")
-
-    @asynccontextmanager
-    async def serving(self) -> AsyncIterator[None]:
-        """While a server runs on the current event loop: PostgreSQL pools of its own, closed at the end."""
-        if not self.is_postgresql:
-            yield
-            return
-        loop = asyncio.get_running_loop()
-        engines = self._loop_engines[loop] = _LoopEngines.create(self.engine, pooled=True)
-        try:
-            async with engines.reads.connect():
-                pass  # a database that cannot be reached, or a URL asyncpg refuses, stops the start
-            yield
-        finally:
-            if self._loop_engines.get(loop) is engines:  # not another app's, served on the same loop
-                del self._loop_engines[loop]
-            await engines.dispose()
+    def run(self, fn: Callable[..., T], *args: Any, write: bool = True, durable: bool = False, **kwargs: Any) -> T:
+        """Run `fn(connection, *args, **kwargs)` in one transaction, on this thread."""
+        with self.transaction(write=write, durable=durable) as connection:
+            return fn(connection, *args, **kwargs)
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn(connection, *args)`, which only reads."""
-        if self.is_postgresql:
-            return await self._read_on_loop(fn, args, kwargs)
-        return self.run(fn, *args, write=False, **kwargs)
+        """Run `fn(connection, *args)`, which only reads, in a worker thread."""
+        work = functools.partial(self.run, fn, *args, write=False, **kwargs)
+        return await anyio.to_thread.run_sync(work, limiter=self._reads)
 
-    async def read_in_transaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn(connection, *args)`, which only reads, in a transaction of its own: for statements that only
-        hold within one (`SET LOCAL`). PostgreSQL's other reads run in autocommit."""
-        if self.is_postgresql:
-            return await self._read_on_loop(fn, args, kwargs, transaction=True)
-        return self.run(fn, *args, write=False, **kwargs)
-
-    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn(connection, *args)` in one write transaction that takes a few milliseconds at most."""
-        if self.is_postgresql:
-            return await self._write_on_loop(fn, args, kwargs)
-        async with self._write_queue():
-            try:
-                return self._run(fn, args, kwargs, write=True, wait=False)
-            except WriteLockTaken:
-                # Another process is writing (the worker, a CLI command): wait for it in a thread.
-                return await run_in_threadpool(functools.partial(self.run, fn, *args, write=True, **kwargs))
+    async def write(self, fn: Callable[..., T], *args: Any, durable: bool = False, **kwargs: Any) -> T:
+        """Run `fn(connection, *args)` in one write transaction that takes a few milliseconds at most, in a
+        worker thread. `durable=True` for a transaction that records money (see the module's docstring)."""
+        work = functools.partial(self.run, fn, *args, write=True, durable=durable, **kwargs)
+        return await anyio.to_thread.run_sync(work, limiter=self._writes)
 
     async def write_bulk(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn(connection, *args)` in one write transaction that may take long: always off the loop."""
+        """Run `fn(connection, *args)` in one write transaction that may take long, in a worker thread of its
+        own kind: a long import holds up other writes on SQLite (one writer), never reads or other threads."""
         work = functools.partial(self.run, fn, *args, write=True, **kwargs)
-        if self.is_postgresql:
-            return await run_in_threadpool(work)
-        async with self._write_queue():
-            return await run_in_threadpool(work)
-
-    def _engines(self) -> _LoopEngines:
-        """This event loop's asyncpg engines. Outside `serving` (no pool for this loop) every transaction has a
-        connection of its own, closed at its end."""
-        return _of_this_loop(self._loop_engines, lambda: _LoopEngines.create(self.engine, pooled=False))
-
-    async def _read_on_loop(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], *,
-                            transaction: bool = False) -> T:
-        """PostgreSQL: `fn` in a greenlet on the event loop, its statements awaited through asyncpg."""
-        engines = self._engines()
-        for attempt in range(2):
-            try:
-                async with engines.read_turns, engines.reads.connect() as connection:
-                    if not transaction:
-                        return await connection.run_sync(fn, *args, **kwargs)
-                    # The pool puts the connection back in autocommit when it is returned.
-                    await connection.execution_options(isolation_level="READ COMMITTED")
-                    async with connection.begin():
-                        return await connection.run_sync(fn, *args, **kwargs)
-            except sa.exc.DBAPIError as exc:
-                # Connections are used unchecked (a check is a round trip, 5% of a history page's throughput):
-                # a read that finds its connection dead (the database restarted) is run again on a new one.
-                if not exc.connection_invalidated or attempt == 1:
-                    raise
-        raise AssertionError("unreachable")
-
-    async def _write_on_loop(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-        """As `_read_on_loop`, in a transaction. It is run once more when it lost a race on a unique constraint
-        (as in `run`), or when its connection turned out dead before COMMIT: then nothing was written. A
-        connection lost during COMMIT leaves unknown whether it happened, and that error is raised."""
-        engines = self._engines()
-        for attempt in range(2):
-            committing = False
-            try:
-                async with engines.write_turns, engines.writes.connect() as connection:
-                    async with connection.begin():
-                        result = await connection.run_sync(fn, *args, **kwargs)
-                        committing = True
-                    return result
-            except sa.exc.DBAPIError as exc:
-                again = isinstance(exc, sa.exc.IntegrityError) or (exc.connection_invalidated and not committing)
-                if not again or attempt == 1:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _write_queue(self) -> asyncio.Lock:
-        return _of_this_loop(self._write_queues, asyncio.Lock)
+        return await anyio.to_thread.run_sync(work, limiter=self._bulk_writes)
 
     def dispose(self) -> None:
         self.engine.dispose()
 
 
-__all__ = ["ASYNC_APPLICATION_NAME", "POSTGRESQL_POOL_SIZE", "SQLITE_PRAGMAS", "Database", "WriteLockTaken",
-           "create_engine", "metadata"]
+__all__ = ["SQLITE_PRAGMAS", "Database", "create_engine", "insert_or_ignore", "metadata"]

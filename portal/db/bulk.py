@@ -25,24 +25,57 @@ def insert_many(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str
     columns of `table`; columns left out get their server default, as with Core."""
     if not rows:
         return
+    sql, params = _statement_and_params(conn.dialect, table, rows)
+    conn.exec_driver_sql(sql, params)
+
+
+def insert_new_many(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]],
+                    unique: Sequence[str], returning: Sequence[str]) -> list[tuple[Any, ...]]:
+    """PostgreSQL: as `insert_many`, but a row whose `unique` columns are taken is left out (`ON CONFLICT DO
+    NOTHING`: one that a concurrent transaction inserts first is waited for, then left out); the `returning`
+    columns of the rows inserted. One pipelined executemany, as `insert_many`."""
+    if not rows:
+        return []
+    sql, params = _statement_and_params(conn.dialect, table, rows, (tuple(unique), tuple(returning)))
+    cursor = conn.connection.cursor()
+    try:
+        cursor.executemany(sql, params, returning=True)
+        inserted: list[tuple[Any, ...]] = []
+        while True:
+            inserted.extend(cursor.fetchall())
+            if not cursor.nextset():
+                return inserted
+    finally:
+        cursor.close()
+
+
+def _statement_and_params(dialect: Dialect, table: sa.Table, rows: Sequence[Mapping[str, Any]],
+                          new_only: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> tuple[str, list[Any]]:
     keys = tuple(rows[0])
-    sql, names, positional = _compiled_insert(conn.dialect, table, keys)
+    sql, names, positional = _compiled_insert(dialect, table, keys, new_only)
     # Column by column: each converting column's values go through its converter in one map, instead of
     # an indexed store per value and row.
     columns = list(zip(*map(operator.itemgetter(*names), rows), strict=True)) if len(names) > 1 else \
         [tuple(row[names[0]] for row in rows)]
-    for at, convert in _converters(conn.dialect, table, names):
+    for at, convert in _converters(dialect, table, names):
         columns[at] = tuple(map(convert, columns[at]))
     params: list[Any] = list(zip(*columns, strict=True))
     if not positional:
         params = [dict(zip(names, values, strict=True)) for values in params]
-    conn.exec_driver_sql(sql, params)
+    return sql, params
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_insert(dialect: Dialect, table: sa.Table, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...], bool]:
-    """The INSERT as Core compiles it for an executemany of rows with `keys`, and its parameter names."""
-    compiled = table.insert().compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
+def _compiled_insert(dialect: Dialect, table: sa.Table, keys: tuple[str, ...],
+                     new_only: tuple[tuple[str, ...], tuple[str, ...]] | None) -> tuple[str, tuple[str, ...], bool]:
+    """The INSERT as Core compiles it for an executemany of rows with `keys`, and its parameter names.
+    `new_only`: (unique columns, returned columns) of a PostgreSQL `INSERT ... ON CONFLICT DO NOTHING`."""
+    statement: Any = table.insert()
+    if new_only is not None:
+        unique, returning = new_only
+        statement = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(unique)).returning(
+            *(table.c[name] for name in returning))
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
     names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
     unknown = set(names) - set(keys)
     if unknown:

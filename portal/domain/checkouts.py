@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from portal.db import insert_or_ignore
 from portal.db.invoices import invoices
 from portal.db.payments import checkout_items, checkouts
 from portal.domain.debtor import outstanding_minor
@@ -89,25 +90,30 @@ def start(conn: sa.Connection, scope: DebtorScope, invoice_ids: list[int], provi
         existing = conn.execute(sa.select(checkouts).where(
             checkouts.c.organization_id == scope.organization_id, checkouts.c.idempotency_key == key)).first()
         if existing is None:
-            break
+            # A concurrent start of the same selection (a double click) may insert this key first: then
+            # nothing is inserted here, and the loop finds its checkout.
+            checkout_id = insert_or_ignore(conn, checkouts, {
+                "public_id": "co_" + secrets.token_urlsafe(18), "organization_id": scope.organization_id,
+                "customer_id": scope.customer_id, "link_id": scope.link_id, "provider": provider, "method": method,
+                "currency": selection.currency, "amount_minor": selection.amount_minor, "status": "created",
+                "idempotency_key": key, "created_at": now, "updated_at": now},
+                ["organization_id", "idempotency_key"], returning=[checkouts.c.id]).scalar()
+            if checkout_id is not None:
+                break
+            continue
         if existing.status in (*OPEN_STATES, "paid"):
             return existing, []
         attempt += 1
 
     superseded = conn.execute(
         sa.select(checkouts).where(checkouts.c.organization_id == scope.organization_id,
-                                   checkouts.c.status.in_(("created", "open")),
+                                   checkouts.c.status.in_(("created", "open")), checkouts.c.id != checkout_id,
                                    checkouts.c.id.in_(sa.select(checkout_items.c.checkout_id).where(
                                        checkout_items.c.invoice_id.in_([row.id for row, _ in selection.items]))))
     ).all()
     if superseded:
         conn.execute(checkouts.update().where(checkouts.c.id.in_([c.id for c in superseded]))
                      .values(status="cancelled", updated_at=now))
-    checkout_id = conn.execute(checkouts.insert().values(
-        public_id="co_" + secrets.token_urlsafe(18), organization_id=scope.organization_id,
-        customer_id=scope.customer_id, link_id=scope.link_id, provider=provider, method=method,
-        currency=selection.currency, amount_minor=selection.amount_minor, status="created", idempotency_key=key,
-        created_at=now, updated_at=now).returning(checkouts.c.id)).scalar_one()
     conn.execute(checkout_items.insert(), [{"checkout_id": checkout_id, "invoice_id": row.id, "amount_minor": amount}
                                            for row, amount in selection.items])
     return conn.execute(sa.select(checkouts).where(checkouts.c.id == checkout_id)).one(), superseded

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from portal.db import insert_or_ignore
 from portal.db.connectors import connectors, deliveries
 from portal.errors import FieldError, InvalidInput, NotFound
 
@@ -22,9 +23,14 @@ def put(conn: sa.Connection, organization_id: int, name: str, kind: str, setting
         connectors.c.organization_id == organization_id, connectors.c.name == name))
     values = {"type": kind, "settings": settings, "event_types": event_types, "updated_at": now}
     if existing is None:
-        conn.execute(connectors.insert().values(organization_id=organization_id, name=name, created_at=now,
-                                                next_run_at=now if kind == "pull_import" else None, **values))
-        return "created"
+        existing = insert_or_ignore(conn, connectors, {
+            "organization_id": organization_id, "name": name, "created_at": now,
+            "next_run_at": now if kind == "pull_import" else None, **values},
+            ["organization_id", "name"], returning=[connectors.c.id]).scalar()
+        if existing is not None:
+            return "created"
+        existing = conn.scalar(sa.select(connectors.c.id).where(  # a concurrent first put came first
+            connectors.c.organization_id == organization_id, connectors.c.name == name))
     conn.execute(connectors.update().where(connectors.c.id == existing).values(**values))
     return "updated"
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from portal.db import insert_or_ignore
 from portal.db.customers import customers
 from portal.errors import NotFound
 
@@ -32,10 +33,12 @@ def upsert_customer(conn: sa.Connection, organization_id: int, item: CustomerInp
         query = query.with_for_update()
     existing = conn.execute(query).first()
     if existing is None:
-        conn.execute(customers.insert().values(
-            organization_id=organization_id, external_id=item.external_id, created_at=now, updated_at=now,
-            **values))
-        return "created"
+        created = insert_or_ignore(conn, customers, {
+            "organization_id": organization_id, "external_id": item.external_id, "created_at": now,
+            "updated_at": now, **values}, ["organization_id", "external_id"], returning=[customers.c.id]).first()
+        if created is not None:
+            return "created"
+        existing = conn.execute(query).one()  # a concurrent first push of this customer came first
     if all(getattr(existing, key) == value for key, value in values.items()):
         return "unchanged"
     conn.execute(customers.update().where(customers.c.id == existing.id).values(updated_at=now, **values))

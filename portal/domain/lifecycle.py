@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from portal.db import insert_or_ignore
 from portal.db.invoices import invoices
 from portal.db.organizations import number_sequences
 from portal.domain.invoices import (
@@ -26,16 +27,19 @@ INVOICE_SEQUENCE = "invoice"
 def next_number(conn: sa.Connection, organization_id: int) -> str:
     """The next number of the organization's gapless sequence. The counter row is locked by the UPDATE
     until the transaction ends, and a rollback gives the number back."""
-    value = conn.execute(
-        number_sequences.update()
-        .where(number_sequences.c.organization_id == organization_id, number_sequences.c.name == INVOICE_SEQUENCE)
-        .values(last_value=number_sequences.c.last_value + 1)
-        .returning(number_sequences.c.last_value)
-    ).scalar()
+    take = (number_sequences.update()
+            .where(number_sequences.c.organization_id == organization_id,
+                   number_sequences.c.name == INVOICE_SEQUENCE)
+            .values(last_value=number_sequences.c.last_value + 1)
+            .returning(number_sequences.c.last_value))
+    value = conn.execute(take).scalar()
     if value is None:
-        conn.execute(number_sequences.insert().values(
-            organization_id=organization_id, name=INVOICE_SEQUENCE, last_value=1))
-        value = 1
+        # The organization's first number; if a concurrent first activation inserted the counter meanwhile,
+        # the insert waits for it and does nothing, and the counter is taken as usual.
+        first = insert_or_ignore(conn, number_sequences, {
+            "organization_id": organization_id, "name": INVOICE_SEQUENCE, "last_value": 1},
+            ["organization_id", "name"], returning=[number_sequences.c.last_value]).scalar()
+        value = first if first is not None else conn.execute(take).scalar_one()
     return f"Q-{value:06d}"
 
 

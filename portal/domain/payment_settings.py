@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from portal.db import insert_or_ignore
 from portal.db.payments import payment_settings
 from portal.encryption import SecretBox, secret_box
 from portal.errors import InvalidInput
@@ -64,11 +65,11 @@ def configure(conn: sa.Connection, organization_id: int, now: dt.datetime, box: 
         "stripe_webhook_secrets": [box.seal(secret) for secret in stripe_webhook_secrets]
         if stripe_webhook_secrets is not None else None}.items()
         if value is not None}
-    exists = conn.scalar(sa.select(payment_settings.c.organization_id).where(
-        payment_settings.c.organization_id == organization_id))
-    if exists is None:
-        conn.execute(payment_settings.insert().values(organization_id=organization_id, updated_at=now, **values))
-    else:
+    # The organization's first settings are inserted; if they exist (or a concurrent first configure inserted
+    # them meanwhile), what is given is changed.
+    created = insert_or_ignore(conn, payment_settings, {"organization_id": organization_id, "updated_at": now, **values},
+                               ["organization_id"], returning=[payment_settings.c.organization_id]).first()
+    if created is None:
         conn.execute(payment_settings.update().where(payment_settings.c.organization_id == organization_id)
                      .values(updated_at=now, **values))
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from portal.db import insert_or_ignore
 from portal.db.invoices import invoices
 from portal.db.payments import allocations, checkout_items, checkouts, payments, review_items
 from portal.domain.invoices import record_timeline
@@ -213,14 +214,12 @@ def _review(conn: sa.Connection, organization_id: int, observation: PaymentObser
             detail: str, now: dt.datetime) -> None:
     """Park a payment for a person, once per (payment, reason), and tell the billing system."""
     payment_id = observation.payment_id or observation.checkout_public_id or "unknown"
-    exists = conn.scalar(sa.select(review_items.c.id).where(
-        review_items.c.organization_id == organization_id, review_items.c.provider == observation.provider,
-        review_items.c.provider_payment_id == payment_id, review_items.c.reason == reason))
-    if exists is not None:
+    parked = insert_or_ignore(conn, review_items, {
+        "organization_id": organization_id, "provider": observation.provider, "provider_payment_id": payment_id,
+        "reason": reason, "detail": detail, "data": observation.raw, "created_at": now},
+        ["organization_id", "provider", "provider_payment_id", "reason"], returning=[review_items.c.id]).first()
+    if parked is None:  # parked before
         return
-    conn.execute(review_items.insert().values(
-        organization_id=organization_id, provider=observation.provider, provider_payment_id=payment_id,
-        reason=reason, detail=detail, data=observation.raw, created_at=now))
     announce(conn, organization_id, "payment.needs_review",
              {"provider": observation.provider, "payment_id": payment_id, "reason": reason, "detail": detail}, now)
 

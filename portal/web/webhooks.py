@@ -98,7 +98,7 @@ async def mollie(request: Request) -> Response:
     except ProviderUnavailable:
         log.warning("Mollie unreachable while handling the webhook for %s", payment_id)
         return _empty(503)
-    outcome = await services.db.write(payments.apply, org_id, observation, services.now())
+    outcome = await services.db.write(payments.apply, org_id, observation, services.now(), durable=True)
     if outcome.elsewhere:
         log.info("mollie %s: a payment of another organization, left to its own webhook", payment_id)
         return _empty(200)
@@ -201,7 +201,7 @@ async def stripe(request: Request) -> Response:
                 return _empty(400)
             known, fresh = await _fresh(request, slug), True
             continue
-        outcome = await services.db.write(record, known, event)
+        outcome = await services.db.write(record, known, event, durable=True)
         if outcome is not _STALE:
             log.info("stripe %s %s: %s", event.event_type, event.event_id, outcome)
             return _empty(200)

@@ -490,8 +490,8 @@ def test_a_change_between_recognition_and_write_is_seen(tenant: Tenant, database
     from portal.domain import invoices as domain
 
     class PaidMeanwhile(Database):
-        async def read_in_transaction(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-            result = await super().read_in_transaction(fn, *args, **kwargs)
+        async def read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            result = await super().read(fn, *args, **kwargs)
             if fn is domain.recognise_resends:
                 record_online_payment(database, "F", 12100)
             return result

@@ -168,8 +168,7 @@ def register(api: Api) -> None:
                    else None for raw, text in zip(raws, canonical, strict=True)]
         recognised: list[domain.WriteOutcome | None] = [None] * len(raws)
         if any(digest is not None for digest in digests):
-            # In a transaction: on PostgreSQL the lookup sets its plan mode for the transaction only.
-            recognised = await ctx.services.db.read_in_transaction(domain.recognise_resends, ctx.org_id, [
+            recognised = await ctx.services.db.read(domain.recognise_resends, ctx.org_id, [
                 (raw["external_id"], digest) if digest is not None else None
                 for raw, digest in zip(raws, digests, strict=True)])
         accepted: dict[int, domain.InvoiceInput | domain.Resent] = {

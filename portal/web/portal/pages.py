@@ -95,9 +95,10 @@ class DebtorRequest:
 
 
 async def debtor_request(request: Request, work: Callable[[sa.Connection, DebtorScope], T], *,
-                         write: bool = False, now: dt.datetime | None = None) -> tuple[DebtorRequest, T]:
+                         write: bool = False, durable: bool = False,
+                         now: dt.datetime | None = None) -> tuple[DebtorRequest, T]:
     """Check the session and the link behind it (links.resolve, at `now` or the clock's time), and run `work`
-    with the link's scope in the same transaction."""
+    with the link's scope in the same transaction (`durable`: see Database.write)."""
     services = services_of(request)
     secret = sessions.cookie_secret(request)
     now = now or services.now()
@@ -112,7 +113,8 @@ async def debtor_request(request: Request, work: Callable[[sa.Connection, Debtor
             sessions.touch(conn, session, now)
         return session, (scope, work(conn, scope))
 
-    session, (scope, result) = await (services.db.write(checked) if write else services.db.read(checked))
+    session, (scope, result) = await (services.db.write(checked, durable=durable) if write
+                                      else services.db.read(checked))
     return DebtorRequest(request, session, scope, now), result
 
 

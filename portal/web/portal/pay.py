@@ -103,7 +103,8 @@ async def start_checkout(request: Request) -> Response:
         except checkouts.SelectionRefused:
             return None, "selection", config
 
-    debtor_req, (started, refused, config) = await debtor_request(request, prepare, write=True, now=now)
+    debtor_req, (started, refused, config) = await debtor_request(request, prepare, write=True, durable=True,
+                                                                        now=now)
     if isinstance(started, rate_limits.Verdict):
         selection = await services.db.read(lambda conn: _selection_or_error(conn, debtor_req.scope, ids))
         # The selection again, with when to try; nothing went to a provider.
@@ -139,7 +140,7 @@ async def start_checkout(request: Request) -> Response:
         selection = await services.db.read(lambda conn: _selection_or_error(conn, debtor_req.scope, ids))
         return _render_pay(debtor_req, selection, config, ids, status=503, problem="provider")
     await services.db.write(checkouts.opened_at_provider, checkout.id, opened.provider_ref, opened.url,
-                            opened.expires_at, services.now())
+                            opened.expires_at, services.now(), durable=True)
     # Older open checkouts of these invoices are stopped at their provider once the debtor is on their way.
     cancel_old = BackgroundTask(_cancel_at_providers, services, config, superseded) if superseded else None
     return RedirectResponse(opened.url, status_code=303, background=cancel_old)
@@ -215,7 +216,8 @@ async def _observe(services: Any, config: ProviderConfig, checkout: Any) -> None
     provider = services.providers.get(checkout.provider, config)
     with contextlib.suppress(ProviderError):
         observation = await provider_call(provider.fetch, checkout.provider_ref)
-        await services.db.write(payments.apply, checkout.organization_id, observation, services.now())
+        await services.db.write(payments.apply, checkout.organization_id, observation, services.now(),
+                                durable=True)
 
 
 async def return_page(request: Request) -> Response:
@@ -252,7 +254,7 @@ async def cancel_checkout(request: Request) -> Response:
         checkouts.cancelled_by_debtor(conn, checkout.id, now)
         return checkout, config_for(conn, scope.organization_id, services.settings)
 
-    _, (checkout, config) = await debtor_request(request, cancel, write=True, now=now)
+    _, (checkout, config) = await debtor_request(request, cancel, write=True, durable=True, now=now)
     if checkout.provider_ref and checkout.status == "open":
         with contextlib.suppress(ProviderError):
             await provider_call(services.providers.get(checkout.provider, config).cancel, checkout.provider_ref)
