@@ -146,27 +146,31 @@ _OGM_SLASHED = re.compile(r"(?<![\d/])(\d{3}/\d{4}/\d{5})(?![\d/])")
 # A bare run of exactly 12 digits, not part of a longer number or an IBAN (BE68 5390 ... is grouped by four).
 _OGM_BARE = re.compile(r"(?<![0-9A-Za-z])(\d{12})(?![0-9A-Za-z])")
 _RF_START = re.compile(r"(?<![0-9A-Za-z])(RF\d\d)", re.IGNORECASE)
-_RF_TOKEN = re.compile(r"[ \-.]?([0-9A-Za-z]+)")
+# The print format groups an RF reference by four: "RF18 5390 0754 7034"; only the last group may be shorter.
+_RF_GROUP = re.compile(r" ([0-9A-Za-z]{1,4})(?![0-9A-Za-z])")
 
 
 def _rf_candidates(text: str, start: int) -> list[str]:
-    """The texts from ``start`` (an "RF12") growing by whole tokens, longest first, at most 25 characters."""
-    candidates = []
-    # "RF18539007547034" is one token; "RF18 5390 0754 7034" is four.
-    first = re.match(r"[0-9A-Za-z]+", text[start:])
-    compact = first.group(0)
-    position = start + len(compact)
-    if len(compact) <= 25:
-        candidates.append(compact)
-    while len(compact) <= 25:
-        token = _RF_TOKEN.match(text, position)
-        if token is None:
+    """The reference starting at ``start`` (at "RF" and two digits), longest first.
+
+    Written compact ("RF18539007547034") it is one run of letters and digits. Written in the print format, the
+    following groups of four belong to it, up to 25 characters; a word after it is not taken in unless it
+    happens to be four characters or fewer, and then only a valid check decides, shortest group count last.
+    """
+    run = re.match(r"[0-9A-Za-z]+", text[start:]).group(0)
+    if len(run) > 4:
+        return [run] if len(run) <= 25 else []
+    candidates = [run]
+    position = start + len(run)
+    while True:
+        group = _RF_GROUP.match(text, position)
+        if group is None or len(candidates[-1]) + len(group.group(1)) > 25:
             break
-        compact += token.group(1)
-        position = token.end()
-        if len(compact) <= 25:
-            candidates.append(compact)
-    return [c for c in reversed(candidates) if len(c) >= 5]
+        candidates.append(candidates[-1] + group.group(1))
+        position = group.end()
+        if len(group.group(1)) < 4:
+            break
+    return [candidate for candidate in reversed(candidates) if len(candidate) >= 5]
 
 
 def find_references(text: str) -> list[StructuredReference]:
