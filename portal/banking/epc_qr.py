@@ -46,7 +46,7 @@ def _check_name(name: str) -> str:
     if len(name) > MAX_NAME:
         raise EpcQrError("beneficiary", f"the beneficiary name has {len(name)} characters; EPC QR allows {MAX_NAME}")
     # A line break would shift every later field of the line-based payload.
-    if any(unicodedata.category(char).startswith("C") for char in name):
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for char in name):
         raise EpcQrError("beneficiary", "the beneficiary name contains a line break or another control character")
     return name
 
