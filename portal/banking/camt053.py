@@ -118,9 +118,14 @@ class _Reader:
 
     def __init__(self, namespace: str):
         self.ns = namespace
+        self._qualified: dict[str, str] = {}
 
     def q(self, path: str) -> str:
-        return "/".join(f"{{{self.ns}}}{part}" for part in path.split("/"))
+        # Qualified once per path: a 10,000-entry statement asks for the same few dozen paths over and over.
+        qualified = self._qualified.get(path)
+        if qualified is None:
+            qualified = self._qualified[path] = "/".join(f"{{{self.ns}}}{part}" for part in path.split("/"))
+        return qualified
 
     def find(self, element: Element, path: str) -> Element | None:
         return element.find(self.q(path))
