@@ -52,6 +52,15 @@ class StructuredReference:
     kind: Kind
     value: str
 
+    def __post_init__(self) -> None:
+        # Only canonical, valid references exist, so one built by hand cannot reach a QR code or a match.
+        try:
+            valid = ogm_vcs.validate(self.value) if self.kind == "ogm" else iso11649.validate(self.value)
+        except ValidationError:
+            valid = None
+        if self.kind not in ("ogm", "rf") or valid != self.value:
+            raise InvalidReference(f"{self.value!r} is not a valid {self.kind} reference in its electronic form")
+
     @property
     def display(self) -> str:
         """The form people read and copy: ``+++123/4567/89002+++`` or ``RF18 5390 0754 7034``."""

@@ -86,6 +86,17 @@ def test_numbers_that_do_not_fit_are_refused() -> None:
         rf_reference(10**21)
     with pytest.raises(ReferenceOverflow, match="letters and digits"):
         rf_reference(1, prefix="Q-7")
+    with pytest.raises(ReferenceOverflow, match="must be digits"):
+        ogm_reference(1, prefix="A1")
+    with pytest.raises(ReferenceOverflow, match="negative"):
+        rf_reference(-1)
+
+
+def test_a_reference_cannot_be_built_invalid() -> None:
+    for kind, value in [("ogm", "010806817180"), ("ogm", "+++010/8068/17183+++"), ("rf", "RF18 5390 0754 7034"),
+                        ("rf", "RF17539007547034"), ("iban", "BE68539007547034")]:
+        with pytest.raises(InvalidReference):
+            StructuredReference(kind, value)  # type: ignore[arg-type]
 
 
 def _write_ogm(reference: StructuredReference, style: int) -> str:
