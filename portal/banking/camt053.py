@@ -9,8 +9,8 @@ touches the network or the file system.
 The result keeps what matching needs: per statement its id, account IBAN and period, and per booked credit its
 bank transaction id, booking date, amount in integer minor units, debtor, structured reference
 (``RmtInf/Strd/CdtrRefInf/Ref``) and unstructured remittance lines (``RmtInf/Ustrd``). A batch entry whose
-transaction details carry their own amounts becomes one credit per transaction. Debits, and entries not yet
-booked, are counted and left out.
+transaction details carry their own amounts becomes one credit per transaction (otherwise one credit with the
+remittance lines of all). Debits, and entries not yet booked, are counted and left out.
 
 Every refusal is a ``StatementError`` subclass whose message names what is wrong and, where it helps, where
 (``where``, e.g. ``Stmt[1]/Ntry[3]/Amt``); the API turns them into 4xx answers.
@@ -213,13 +213,6 @@ def _parse_amount(reader: _Reader, element: Element | None, where: str) -> tuple
     return minor, currency
 
 
-def _party_name(reader: _Reader, parties: Element | None) -> str | None:
-    if parties is None:
-        return None
-    # camt.053.001.08 wraps the party in Pty; earlier versions do not.
-    return reader.first_text(parties, "Dbtr/Pty/Nm", "Dbtr/Nm")
-
-
 def _transaction_ref(reader: _Reader, details: Element) -> str | None:
     for path in ("Refs/AcctSvcrRef", "Refs/TxId", "Refs/InstrId", "Refs/EndToEndId"):
         value = reader.text(details, path)
@@ -233,27 +226,33 @@ def _credit(
     *,
     transaction_id: str,
     entry: Element,
-    details: Element | None,
+    details: list[Element],
     amount: tuple[int, str],
     reversal: bool,
     where: str,
 ) -> Credit:
+    """One credit from an entry and its transaction details (several only for a batch without its own amounts:
+    then each field comes from the first transaction that has it, and the remittance lines from all)."""
+
+    def first(path: str) -> str | None:
+        for transaction in details:
+            value = reader.text(transaction, path)
+            if value is not None:
+                return value
+        return None
+
     booking = _parse_date(reader, reader.find(entry, "BookgDt"), f"{where}/BookgDt")
     value = _parse_date(reader, reader.find(entry, "ValDt"), f"{where}/ValDt")
-    debtor_name = debtor_iban = structured = end_to_end = None
-    lines: tuple[str, ...] = ()
-    if details is not None:
-        parties = reader.find(details, "RltdPties")
-        debtor_name = _party_name(reader, parties)
-        if parties is not None:
-            debtor_iban = reader.text(parties, "DbtrAcct/Id/IBAN")
-        structured = reader.text(details, "RmtInf/Strd/CdtrRefInf/Ref")
-        lines = tuple(
-            line.text.strip() for line in reader.findall(details, "RmtInf/Ustrd") if line.text and line.text.strip()
-        )
-        end_to_end = reader.text(details, "Refs/EndToEndId")
-        if end_to_end is not None and end_to_end.upper() == "NOTPROVIDED":
-            end_to_end = None
+    # camt.053.001.08 wraps the debtor in Pty; earlier versions do not.
+    debtor_name = first("RltdPties/Dbtr/Pty/Nm") or first("RltdPties/Dbtr/Nm")
+    debtor_iban = first("RltdPties/DbtrAcct/Id/IBAN")
+    end_to_end = first("Refs/EndToEndId")
+    lines = tuple(
+        line.text.strip()
+        for transaction in details
+        for line in reader.findall(transaction, "RmtInf/Ustrd")
+        if line.text and line.text.strip()
+    )
     return Credit(
         transaction_id=transaction_id,
         booking_date=booking,
@@ -262,9 +261,9 @@ def _credit(
         currency=amount[1],
         debtor_name=debtor_name,
         debtor_iban=debtor_iban.replace(" ", "").upper() if debtor_iban else None,
-        structured_reference=structured,
+        structured_reference=first("RmtInf/Strd/CdtrRefInf/Ref"),
         remittance_lines=lines,
-        end_to_end_id=end_to_end,
+        end_to_end_id=None if end_to_end is None or end_to_end.upper() == "NOTPROVIDED" else end_to_end,
         reversal=reversal,
     )
 
@@ -300,21 +299,22 @@ def _entry_credits(reader: _Reader, entry: Element, statement_id: str, index: in
                         reader,
                         transaction_id=transaction_id,
                         entry=entry,
-                        details=details,
+                        details=[details],
                         amount=part,
                         reversal=reversal,
                         where=f"{where}/NtryDtls/TxDtls[{number}]",
                     )
                 )
             return credits
-    details = transactions[0] if transactions else None
-    transaction_id = entry_ref or (_transaction_ref(reader, details) if details is not None else None)
+    transaction_id = entry_ref or next(
+        (ref for ref in (_transaction_ref(reader, details) for details in transactions) if ref is not None), None
+    )
     # Without any reference, the statement id and the entry's position still name it the same way on every
     # import of the same statement.
     transaction_id = transaction_id or f"{statement_id}#{index}"
     return [
         _credit(
-            reader, transaction_id=transaction_id, entry=entry, details=details, amount=amount, reversal=reversal,
+            reader, transaction_id=transaction_id, entry=entry, details=transactions, amount=amount, reversal=reversal,
             where=where,
         )
     ]

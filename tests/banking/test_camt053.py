@@ -321,3 +321,14 @@ def test_a_batch_whose_parts_do_not_add_up() -> None:
     with pytest.raises(MalformedAmount, match="do not add up") as caught:
         parse_statement(text)
     assert caught.value.where == "Stmt[1]/Ntry[4]/Amt"
+
+
+def test_a_batch_without_its_own_amounts_is_one_credit_keeping_all_remittance() -> None:
+    text = SAMPLE.read_text()
+    for part in ("600.00", "400.00"):
+        text = text.replace(f'<AmtDtls><TxAmt><Amt Ccy="EUR">{part}</Amt></TxAmt></AmtDtls>', "")
+    batch = parse_statement(text).statements[0].credits[-1]
+    assert (batch.transaction_id, batch.amount_minor, batch.debtor_name) == (
+        "2026113005213460004", 100000, "Garage Peeters NV")
+    assert normalise_reference(batch.structured_reference) == ogm_reference(44)
+    assert batch.remittance_lines == ("voorschot INV-2026-0120",)
