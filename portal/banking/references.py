@@ -150,11 +150,12 @@ def normalise_reference(text: str) -> StructuredReference:
 
 # Where references hide in free remittance text. Each pattern's group 1 is handed to normalise_reference, so
 # only candidates whose check digits hold are returned. The strongest forms come first.
-_OGM_DELIMITED = re.compile(r"([+*]{3} *\d{3} */ *\d{4} */ *\d{5} *[+*]{3})")
-_OGM_SLASHED = re.compile(r"(?<![\d/])(\d{3}/\d{4}/\d{5})(?![\d/])")
+# re.ASCII: \d is 0-9 only, as in the references themselves.
+_OGM_DELIMITED = re.compile(r"([+*]{3} *\d{3} */ *\d{4} */ *\d{5} *[+*]{3})", re.ASCII)
+_OGM_SLASHED = re.compile(r"(?<![\d/])(\d{3}/\d{4}/\d{5})(?![\d/])", re.ASCII)
 # A bare run of exactly 12 digits, not part of a longer number or an IBAN (BE68 5390 ... is grouped by four).
-_OGM_BARE = re.compile(r"(?<![0-9A-Za-z])(\d{12})(?![0-9A-Za-z])")
-_RF_START = re.compile(r"(?<![0-9A-Za-z])(RF\d\d)", re.IGNORECASE)
+_OGM_BARE = re.compile(r"(?<![0-9A-Za-z])(\d{12})(?![0-9A-Za-z])", re.ASCII)
+_RF_START = re.compile(r"(?<![0-9A-Za-z])(RF\d\d)", re.IGNORECASE | re.ASCII)
 # The print format groups an RF reference by four: "RF18 5390 0754 7034"; only the last group may be shorter.
 _RF_GROUP = re.compile(r" ([0-9A-Za-z]{1,4})(?![0-9A-Za-z])")
 

@@ -170,3 +170,17 @@ def test_parse_reference_prefers_the_delimited_form_and_finds_all() -> None:
 
 def test_rf_followed_by_more_groups_keeps_the_valid_reference() -> None:
     assert parse_reference("RF18 5390 0754 7034 2026 invoice") == rf_reference(539007547034)
+
+
+@given(text=st.text(max_size=200))
+def test_any_text_gives_a_valid_reference_or_none_never_an_error(text: str) -> None:
+    for reference in find_references(text):
+        assert normalise_reference(reference.value) == reference
+    assert parse_reference(text) in (None, *find_references(text))
+
+
+def test_digits_of_other_scripts_are_not_references() -> None:
+    arabic_indic = "".join(chr(0x0660 + int(d)) for d in "010806817183")
+    assert parse_reference(f"+++{arabic_indic[:3]}/{arabic_indic[3:7]}/{arabic_indic[7:]}+++") is None
+    with pytest.raises(InvalidReference):
+        normalise_reference(arabic_indic)
