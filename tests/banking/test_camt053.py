@@ -332,3 +332,20 @@ def test_a_batch_without_its_own_amounts_is_one_credit_keeping_all_remittance() 
         "2026113005213460004", 100000, "Garage Peeters NV")
     assert normalise_reference(batch.structured_reference) == ogm_reference(44)
     assert batch.remittance_lines == ("voorschot INV-2026-0120",)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_a_damaged_statement_is_parsed_or_refused_with_a_statement_error(data: st.DataObject) -> None:
+    """Truncated, or with a stretch replaced by other bytes: never any other exception."""
+    original = SAMPLE.read_bytes()
+    start = data.draw(st.integers(0, len(original)))
+    end = data.draw(st.integers(start, min(len(original), start + 40)))
+    replacement = data.draw(st.one_of(st.binary(max_size=20), st.sampled_from([b"", b"<", b"&", b"-", b"x", b"9"])))
+    damaged = original[:start] + replacement + original[end:]
+    try:
+        parsed = parse_statement(damaged)
+    except camt053.StatementError as error:
+        assert error.message
+    else:
+        assert parsed.statements
