@@ -157,9 +157,10 @@ def demo_serve(host: str, port: int | None) -> None:
     import uvicorn
 
     from portal.app import create_app
-    from portal.emulators.mollie import MollieEmulator
     from portal.web.server import SETTINGS as SERVER_SETTINGS
-    from portal.emulators.stripe import StripeEmulator
+    # The emulators are a development package of this repository (installed with it), not part of portal.
+    from quittance_emulators.mollie import MollieEmulator
+    from quittance_emulators.stripe import StripeEmulator
 
     port = port or int(os.environ.get("PORT") or 8000)
     base_url = f"http://{host}:{port}"
