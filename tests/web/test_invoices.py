@@ -509,9 +509,8 @@ def test_a_change_between_recognition_and_write_is_seen(tenant: Tenant, database
 
 
 def test_new_invoices_get_their_own_ids_when_the_largest_id_is_taken(tenant: Tenant, database: Any) -> None:
-    """SQLite gives a new row the largest id plus one, which the batch counts on to know new ids without
-    reading them back; once the largest possible id is taken it draws ids at random, and the batch reads
-    them back instead."""
+    """Each new invoice gets the id the database gave it, even when SQLite, its largest possible id taken,
+    draws new ids at random."""
     assert batch(tenant, [{**invoice_body(), "external_id": "SEED"}])[0]["result"] == "created"
     with database.transaction() as conn:
         seed = conn.execute(sa.select(invoices).where(invoices.c.external_id == "SEED")).one()._asdict()

@@ -36,7 +36,8 @@ from portal.db.organizations import organizations
 from portal.db.portal import portal_links
 from portal.domain import links
 from portal.domain.debtor import outstanding_minor
-from portal.domain.invoices import get_invoice, record_timeline
+from portal.domain.invoices import get_invoice
+from portal.domain.timeline import record_timeline
 from portal.domain.organizations import is_color
 from portal.errors import Conflict
 from portal.mail import (

@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from portal.domain import debtor, links, remarks
-from portal.domain.invoices import timeline_of
+from portal.domain.timeline import timeline_of
 from portal.domain.links import DebtorScope
 from portal.errors import FieldError, InvalidInput, NotFound, QuittanceError
 from portal.services import Services
