@@ -1,22 +1,20 @@
-"""Inserting and looking up many rows at once on the hot batch path (the invoice push).
+"""Inserting many rows at once, where Core's own executemany costs more than the insert: seeding large
+data sets (bench/portal_history.py).
 
 `Connection.execute(table.insert(), rows)` assembles every row's parameters in Python, one dictionary and
-one type conversion per value, which was a third of the CPU of pushing 1,000 invoices. `insert_many` sends
-the same INSERT as one DBAPI executemany instead. Every value still goes through its column type's own bind
-processor, so what is stored is exactly what Core would store; only the per-row bookkeeping goes.
+one type conversion per value. `insert_many` sends the same INSERT as one DBAPI executemany instead. Every
+value still goes through its column type's own bind processor, so what is stored is exactly what Core would
+store; only the per-row bookkeeping goes. The application's own writes use Core.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 
@@ -27,10 +25,7 @@ def insert_many(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str
         return
     keys = tuple(rows[0])
     sql, names, positional = _compiled_insert(conn.dialect, table, keys)
-    # Column by column: each converting column's values go through its converter in one map, instead of
-    # an indexed store per value and row.
-    columns = list(zip(*map(operator.itemgetter(*names), rows), strict=True)) if len(names) > 1 else \
-        [tuple(row[names[0]] for row in rows)]
+    columns = [tuple(map(operator.itemgetter(name), rows)) for name in names]
     for at, convert in _converters(conn.dialect, table, names):
         columns[at] = tuple(map(convert, columns[at]))
     params: list[Any] = list(zip(*columns, strict=True))
@@ -57,46 +52,5 @@ def _converters(dialect: Dialect, table: sa.Table, names: Sequence[str]) -> list
     for at, name in enumerate(names):
         process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
-            found.append((at, _remember_last(process)))
+            found.append((at, process))
     return found
-
-
-def _remember_last(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """`process`, with what it gave kept for values that come again: a batch's timestamps are all the same
-    `now` (the last value and its result are kept, by identity), and its dates repeat (an issue date per
-    day: kept by value, for values of exactly `datetime.date`, whose equality is their value; not for aware
-    datetimes, which are equal across time zones but not stored alike). Converters live for one call."""
-    last: list[Any] = [object(), None]
-    dates: dict[dt.date, Any] = {}
-
-    def convert(value: Any) -> Any:
-        if value is last[0]:
-            return last[1]
-        if type(value) is dt.date:
-            if value not in dates:
-                dates[value] = process(value)
-            return dates[value]
-        last[0], last[1] = value, process(value)
-        return last[1]
-
-    return convert
-
-
-def one_of(dialect: Dialect, column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
-    """`column IN (...)` against the list parameter `name` (give it as `list_param(dialect, values)`), bound as
-    one value: SQLite reads a JSON array with json_each, PostgreSQL takes an array (`= ANY`). An expanding
-    IN renders and binds one parameter per value, four times 1,000 a batch push: a microsecond per invoice
-    against a fifth of one (both databases still probe the unique index once per value)."""
-    if dialect.name == "sqlite":
-        return column.in_(sa.select(sa.func.json_each(sa.bindparam(name, type_=sa.String)).table_valued(
-            "value").c.value))
-    if dialect.name == "postgresql":
-        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
-    return column.in_(sa.bindparam(name, expanding=True))
-
-
-def list_param(dialect: Dialect, values: Iterable[Any]) -> Any:
-    """The value of a `one_of` parameter."""
-    if dialect.name == "sqlite":
-        return orjson.dumps(list(values)).decode()
-    return list(values)

@@ -27,7 +27,6 @@ from typing import Any, Literal
 import orjson
 import sqlalchemy as sa
 
-from portal.db.bulk import list_param, one_of
 from portal.db.customers import customers
 from portal.db.invoices import invoices
 from portal.db.paging import page_by_id
@@ -356,11 +355,6 @@ _STORED_COLUMNS = (
 )
 
 
-def _of_batch(conn: sa.Connection, organization_id: int, column: sa.ColumnElement[Any],
-              organization_column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
-    return sa.and_(organization_column == organization_id, one_of(conn.dialect, column, "external_ids"))
-
-
 def recognise_resends(conn: sa.Connection, organization_id: int,
                       bodies: Sequence[tuple[str, str] | None]) -> list[WriteOutcome | None]:
     """For each (external id, body digest), "unchanged" if it is the body that made the invoice's current
@@ -375,11 +369,10 @@ def recognise_resends(conn: sa.Connection, organization_id: int,
         return [None] * len(bodies)
     if conn.dialect.name == "postgresql":
         _plan_for_these_ids(conn)
-    query = sa.select(invoices.c.external_id, invoices.c.id, invoices.c.revision, invoices.c.paid_minor,
-                      invoices.c.body_fingerprint).where(
-        _of_batch(conn, organization_id, invoices.c.external_id, invoices.c.organization_id))
     rows = {row.external_id: row for row in conn.execute(
-        query, {"external_ids": list_param(conn.dialect, wanted)})}
+        sa.select(invoices.c.external_id, invoices.c.id, invoices.c.revision, invoices.c.paid_minor,
+                  invoices.c.body_fingerprint).where(
+            invoices.c.organization_id == organization_id, invoices.c.external_id.in_(wanted)))}
     outcomes: list[WriteOutcome | None] = []
     for pair in bodies:
         row = rows.get(pair[0]) if pair is not None else None
@@ -418,16 +411,13 @@ def read_for_plan(conn: sa.Connection, organization_id: int, items: Sequence[Inv
     customer_refs = list({item.customer for item in items if isinstance(item, InvoiceInput)})
     customer_ids: dict[str, int] = {}
     if customer_refs:
-        customer_ids = dict(conn.execute(
-            sa.select(customers.c.external_id, customers.c.id).where(
-                _of_batch(conn, organization_id, customers.c.external_id, customers.c.organization_id)),
-            {"external_ids": list_param(conn.dialect, customer_refs)}).all())
+        customer_ids = dict(conn.execute(sa.select(customers.c.external_id, customers.c.id).where(
+            customers.c.organization_id == organization_id, customers.c.external_id.in_(customer_refs))).all())
     query = sa.select(*_STORED_COLUMNS).where(
-        _of_batch(conn, organization_id, invoices.c.external_id, invoices.c.organization_id)).order_by(invoices.c.id)
+        invoices.c.organization_id == organization_id, invoices.c.external_id.in_(external_ids)).order_by(invoices.c.id)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
-    stored = {row.external_id: StoredInvoice(**row._mapping) for row in conn.execute(
-        query, {"external_ids": list_param(conn.dialect, external_ids)})}
+    stored = {row.external_id: StoredInvoice(**row._mapping) for row in conn.execute(query)}
     return stored, customer_ids
 
 
