@@ -1,10 +1,12 @@
-"""Inserting many rows at once, where Core's own executemany costs more than the insert: seeding large
-data sets (bench/portal_history.py).
+"""Inserting many rows at once, where Core's own executemany costs more than the insert: the batch push's
+new invoices and their timeline entries (a thousand a request), and seeding large data sets
+(bench/portal_history.py).
 
 `Connection.execute(table.insert(), rows)` assembles every row's parameters in Python, one dictionary and
 one type conversion per value. `insert_many` sends the same INSERT as one DBAPI executemany instead. Every
 value still goes through its column type's own bind processor, so what is stored is exactly what Core would
-store; only the per-row bookkeeping goes. The application's own writes use Core.
+store; only the per-row bookkeeping goes (measured: Core's executemany of a batch's 1,000 invoices took
+more CPU than the rest of the push's writes together).
 """
 
 from __future__ import annotations

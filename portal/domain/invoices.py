@@ -27,6 +27,7 @@ from typing import Any, Literal
 import orjson
 import sqlalchemy as sa
 
+from portal.db.bulk import insert_many
 from portal.db.customers import customers
 from portal.db.invoices import invoices
 from portal.db.paging import page_by_id
@@ -491,7 +492,8 @@ def _row_values(item: InvoiceInput, customer_id: int, content_hash: str, now: dt
 
 def _insert_invoices(conn: sa.Connection, organization_id: int, creates: Sequence[Create],
                      now: dt.datetime) -> dict[str, int]:
-    """Insert the new invoices; their ids by external id, as the database gave them (RETURNING)."""
+    """Insert the new invoices (one executemany, `insert_many`); their ids by external id, read back by
+    the unique (organization, external id) index."""
     if not creates:
         return {}
     rows = [{**_row_values(create.item, create.customer_id, create.content_hash, now),
@@ -500,8 +502,10 @@ def _insert_invoices(conn: sa.Connection, organization_id: int, creates: Sequenc
              "activated_at": now if create.item.status != "draft" else None,
              "cancelled_at": now if create.item.status == "cancelled" else None}
             for create in creates]
-    inserted = conn.execute(invoices.insert().returning(invoices.c.external_id, invoices.c.id), rows)
-    return dict(inserted.all())
+    insert_many(conn, invoices, rows)
+    external_ids = [row["external_id"] for row in rows]
+    return dict(conn.execute(sa.select(invoices.c.external_id, invoices.c.id).where(
+        invoices.c.organization_id == organization_id, invoices.c.external_id.in_(external_ids))).all())
 
 
 def _update_invoices(conn: sa.Connection, updates: Sequence[Update], now: dt.datetime) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from portal.db.bulk import insert_many
 from portal.db.invoices import invoice_timeline
 
 
@@ -26,8 +27,7 @@ def timeline_entry(organization_id: int, invoice_id: int, now: dt.datetime, kind
 
 def record_timelines(conn: sa.Connection, entries: list[dict[str, Any]]) -> None:
     """Record several `timeline_entry` rows in one statement (the batch push records one per invoice)."""
-    if entries:
-        conn.execute(invoice_timeline.insert(), entries)
+    insert_many(conn, invoice_timeline, entries)
 
 
 def timeline_of(conn: sa.Connection, organization_id: int, invoice_id: int) -> list[sa.Row[Any]]:
