@@ -38,7 +38,6 @@ import asyncio
 import datetime as dt
 import hashlib
 import hmac
-import importlib.util
 import os
 import random
 import secrets
@@ -215,10 +214,6 @@ def valid_signature(arrival: Arrival, secret: str) -> bool:
 # The ceiling: signed POSTs from a bare httpx.AsyncClient, in its own process.
 
 def ceiling_main(args: argparse.Namespace) -> int:
-    # The same workaround `portal worker` applies (see portal/worker.py): without sniffio installed, httpcore
-    # would search sys.path on every request. It is the install's cost, not Quittance's, so both get it.
-    if importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
     events = [orjson.loads(line) for line in Path(args.bodies).read_bytes().splitlines() if line]
     secret = args.secret
     statuses: dict[str, int] = {}

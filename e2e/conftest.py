@@ -30,8 +30,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from portal.demo import minimal_pdf as demo_pdf
-from portal.emulators.mollie import MollieEmulator
-from portal.emulators.stripe import StripeEmulator
+from quittance_emulators.mollie import MollieEmulator
+from quittance_emulators.stripe import StripeEmulator
 
 REPO = Path(__file__).resolve().parent.parent
 AXE_JS = REPO / "e2e" / "node_modules" / "axe-core" / "axe.min.js"

@@ -189,8 +189,10 @@ def demo_serve(host: str, port: int) -> None:
     """Serve the app with local Mollie and Stripe emulators (test mode) as its payment providers, so that a
     demo invoice can be paid end to end on this machine. Never for real payments."""
     from portal.app import create_app
-    from portal.emulators.mollie import MollieEmulator
-    from portal.emulators.stripe import StripeEmulator
+    # The emulators are a development package of this repository (installed with it), not part of portal.
+    from quittance_emulators.mollie import MollieEmulator
+    from quittance_emulators.stripe import StripeEmulator
+
     from portal.web.server import serve as serve_web
 
     base_url = f"http://{host}:{port}"

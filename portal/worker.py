@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import importlib.util
 import logging
 import os
 import socket
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,15 +35,6 @@ from portal.reconcile import reconcile
 from portal.settings import Environment, Settings
 
 log = logging.getLogger(__name__)
-
-# httpcore asks `import sniffio` on every lock, event and semaphore it sets up (several per request) and
-# falls back to asyncio when the import fails; since AnyIO 4.12 sniffio is no longer installed with it, and
-# Python does not remember a failed import, so each of those searched sys.path again: 12-19% of the worker's
-# CPU per delivery (bench/outbox_worker.py; encode/httpcore#1103). A None in sys.modules fails the import at
-# once, with the same ImportError, so httpcore behaves exactly as before.
-if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
-
 
 @dataclass(frozen=True)
 class WorkerSettings:

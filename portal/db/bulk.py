@@ -1,20 +1,21 @@
-"""Inserting and looking up many rows at once on the hot batch path (the invoice push).
+"""Inserting many rows at once, where Core's own executemany costs more than the insert: the batch push's
+new invoices and their timeline entries (a thousand a request), and seeding large data sets
+(bench/portal_history.py).
 
 `Connection.execute(table.insert(), rows)` assembles every row's parameters in Python, one dictionary and
-one type conversion per value, which was a third of the CPU of pushing 1,000 invoices. `insert_many` sends
-the same INSERT as one DBAPI executemany instead. Every value still goes through its column type's own bind
-processor, so what is stored is exactly what Core would store; only the per-row bookkeeping goes.
+one type conversion per value. `insert_many` sends the same INSERT as one DBAPI executemany instead. Every
+value still goes through its column type's own bind processor, so what is stored is exactly what Core would
+store; only the per-row bookkeeping goes (measured: Core's executemany of a batch's 1,000 invoices took
+more CPU than the rest of the push's writes together).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
@@ -33,7 +34,7 @@ def insert_new_many(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping
                     unique: Sequence[str], returning: Sequence[str]) -> list[tuple[Any, ...]]:
     """PostgreSQL: as `insert_many`, but a row whose `unique` columns are taken is left out (`ON CONFLICT DO
     NOTHING`: one that a concurrent transaction inserts first is waited for, then left out); the `returning`
-    columns of the rows inserted. One pipelined executemany, as `insert_many`."""
+    columns of the rows inserted. One pipelined executemany (psycopg's `returning=True`)."""
     if not rows:
         return []
     sql, params = _statement_and_params(conn.dialect, table, rows, (tuple(unique), tuple(returning)))
@@ -53,10 +54,7 @@ def _statement_and_params(dialect: Dialect, table: sa.Table, rows: Sequence[Mapp
                           new_only: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> tuple[str, list[Any]]:
     keys = tuple(rows[0])
     sql, names, positional = _compiled_insert(dialect, table, keys, new_only)
-    # Column by column: each converting column's values go through its converter in one map, instead of
-    # an indexed store per value and row.
-    columns = list(zip(*map(operator.itemgetter(*names), rows), strict=True)) if len(names) > 1 else \
-        [tuple(row[names[0]] for row in rows)]
+    columns = [tuple(map(operator.itemgetter(name), rows)) for name in names]
     for at, convert in _converters(dialect, table, names):
         columns[at] = tuple(map(convert, columns[at]))
     params: list[Any] = list(zip(*columns, strict=True))
@@ -90,46 +88,5 @@ def _converters(dialect: Dialect, table: sa.Table, names: Sequence[str]) -> list
     for at, name in enumerate(names):
         process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
-            found.append((at, _remember_last(process)))
+            found.append((at, process))
     return found
-
-
-def _remember_last(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """`process`, with what it gave kept for values that come again: a batch's timestamps are all the same
-    `now` (the last value and its result are kept, by identity), and its dates repeat (an issue date per
-    day: kept by value, for values of exactly `datetime.date`, whose equality is their value; not for aware
-    datetimes, which are equal across time zones but not stored alike). Converters live for one call."""
-    last: list[Any] = [object(), None]
-    dates: dict[dt.date, Any] = {}
-
-    def convert(value: Any) -> Any:
-        if value is last[0]:
-            return last[1]
-        if type(value) is dt.date:
-            if value not in dates:
-                dates[value] = process(value)
-            return dates[value]
-        last[0], last[1] = value, process(value)
-        return last[1]
-
-    return convert
-
-
-def one_of(dialect: Dialect, column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
-    """`column IN (...)` against the list parameter `name` (give it as `list_param(dialect, values)`), bound as
-    one value: SQLite reads a JSON array with json_each, PostgreSQL takes an array (`= ANY`). An expanding
-    IN renders and binds one parameter per value, four times 1,000 a batch push: a microsecond per invoice
-    against a fifth of one (both databases still probe the unique index once per value)."""
-    if dialect.name == "sqlite":
-        return column.in_(sa.select(sa.func.json_each(sa.bindparam(name, type_=sa.String)).table_valued(
-            "value").c.value))
-    if dialect.name == "postgresql":
-        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
-    return column.in_(sa.bindparam(name, expanding=True))
-
-
-def list_param(dialect: Dialect, values: Iterable[Any]) -> Any:
-    """The value of a `one_of` parameter."""
-    if dialect.name == "sqlite":
-        return orjson.dumps(list(values)).decode()
-    return list(values)

@@ -7,32 +7,40 @@ A push is always a full replacement (billing systems resend the whole invoice). 
 - `version`, when the billing system sends one, only moves forward: lower, or equal with other content, is
   a 409 (`stale_version`);
 - money Quittance recorded is never undone silently: a resend that would reopen or cancel an invoice paid
-  online, or lower its total below what was paid, is refused (409) and kept in `invoice_conflicts`.
+  online, or lower its total below what was paid, is refused (409) and kept in the conflict queue
+  (`portal.domain.conflicts`).
+
+A push is decided, then applied: `plan_upsert` is a pure function of the items and of what is stored (no
+database), giving each item one decision (create, update, leave unchanged, refuse); `apply_plan` writes the
+decisions in the caller's transaction. `upsert_invoices` reads what the plan needs and runs both.
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
-import functools
 import hashlib
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.engine import Dialect
 
-from portal.db.paging import page_by_id
-from portal.db.bulk import insert_many, insert_new_many, list_param, one_of
+from portal.db.bulk import insert_many, insert_new_many
 from portal.db.customers import customers
-from portal.db.invoices import invoice_conflicts, invoice_timeline, invoices
+from portal.db.invoices import invoices
+from portal.db.paging import page_by_id
+from portal.domain.conflicts import QUEUED_CODES, queue_conflicts
+from portal.domain.timeline import record_timelines, timeline_entry
 from portal.errors import Conflict, FieldError, InvalidInput, NotFound, QuittanceError
 
 Status = Literal["draft", "open", "paid", "cancelled"]
-# Refusals that protect recorded money are kept in the conflict queue; a stale version is only answered 409.
-CONFLICT_QUEUE_CODES = frozenset({"reopens_paid", "total_below_paid", "cancels_paid"})
+
+# Dates an invoice may carry, given or derived from its terms: wide enough for any real invoice, and far
+# enough from the calendar's ends (year 9999) that counting payment terms can never overflow.
+EARLIEST_DATE = dt.date(1900, 1, 1)
+LATEST_DATE = dt.date(2999, 12, 31)
 
 
 @dataclass(frozen=True)
@@ -61,35 +69,23 @@ class InvoiceInput:
     may_have_documents: bool = True
     version: int | None = field(default=None, compare=False)
 
-    @classmethod
-    def of(cls, values: dict[str, Any]) -> InvoiceInput:
-        """InvoiceInput(**values) with every field given, the dict becoming the instance's own: without the
-        frozen __init__, which sets each of the 21 fields through object.__setattr__ (4 us against 1, a
-        twentieth of a batch push's CPU per invoice). The caller gives the dict up."""
-        if values.keys() != _INPUT_FIELDS:
-            raise TypeError(f"InvoiceInput.of needs exactly the fields {sorted(_INPUT_FIELDS)}")
-        item = object.__new__(cls)
-        object.__setattr__(item, "__dict__", values)
-        return item
-
     def content_hash(self) -> str:
-        content = self._fields()
+        """SHA-256 of the canonical JSON of every field but `version`: equal content, equal hash. Stored with
+        each revision, so its value for a given content must never change."""
+        content = self.values()
         del content["version"]
         return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def storage_values(self) -> dict[str, Any]:
-        values = self._fields()
+        """The invoices columns this input sets (the customer is stored by id: the caller adds it)."""
+        values = self.values()
         del values["customer"]
         return values
 
-    def _fields(self) -> dict[str, Any]:
-        # What dataclasses.asdict gives, without its deep copy of every line (the values are only serialized,
-        # so the bytes hashed are the same and stored hashes stay valid): the instance dict of a plain frozen
-        # dataclass holds exactly its fields, and copying it is ten times cheaper than reading them one by one.
-        return self.__dict__.copy()
-
-
-_INPUT_FIELDS = frozenset(f.name for f in fields(InvoiceInput))
+    def values(self) -> dict[str, Any]:
+        """The fields by name, as they are: dataclasses.asdict would also deep-copy every line, only for it
+        to be serialized (that copy was most of the CPU of a batch push)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -99,16 +95,6 @@ class WriteOutcome:
     invoice_id: int | None = None
     revision: int | None = None
     error: QuittanceError | None = None
-
-
-def _written(external_id: str, result: Literal["created", "updated", "unchanged"], invoice_id: int,
-             revision: int) -> WriteOutcome:
-    """WriteOutcome(external_id, result, invoice_id, revision) without the frozen __init__: one per item of
-    every batch, pushed or recognised."""
-    outcome = object.__new__(WriteOutcome)
-    object.__setattr__(outcome, "__dict__", {"external_id": external_id, "result": result,
-                                             "invoice_id": invoice_id, "revision": revision, "error": None})
-    return outcome
 
 
 @dataclass(frozen=True)
@@ -149,21 +135,9 @@ def _fingerprint(revision: int, digest: str) -> str:
     return f"{revision}:{digest}"
 
 
-def _is_resend(row: sa.Row[Any], digest: str) -> bool:
-    """The item is the body that made the row's current revision, and nothing was paid online: then the
-    full path would find no paid conflict and an equal content hash, so the answer is "unchanged"."""
-    return row.paid_minor == 0 and row.body_fingerprint == _fingerprint(row.revision, digest)
-
-
-def _depends_on_today(item: InvoiceInput) -> bool:
-    """The due date is derived from the terms counted from today (no issue or due date): the same body
-    converts differently another day, so it gets no fingerprint."""
-    return (item.due_date is None and item.issue_date is None and item.status != "draft"
-            and item.payment_terms is not None)
-
-
 def due_date_from_terms(terms: str | None, days: int | None, start: dt.date) -> dt.date | None:
-    """The due date that payment terms give when counting starts on `start`; None for custom terms."""
+    """The due date that payment terms give when counting starts on `start`; None for custom terms.
+    Raises OverflowError past the calendar's end (see `derived_due_date`)."""
     if terms == "at_reception":
         return start
     if terms == "net_days":
@@ -174,23 +148,188 @@ def due_date_from_terms(terms: str | None, days: int | None, start: dt.date) -> 
     return None
 
 
+def derived_due_date(terms: str | None, days: int | None, start: dt.date) -> dt.date | None:
+    """`due_date_from_terms`, refused (InvalidInput at the field that pushed it out) when it falls after
+    LATEST_DATE."""
+    try:
+        due = due_date_from_terms(terms, days, start)
+    except OverflowError:
+        due = dt.date.max
+    if due is not None and due > LATEST_DATE:
+        path = "/payment_terms/days" if days else "/issue_date"
+        raise InvalidInput("The payment terms give a due date out of range.",
+                           [FieldError(path, f"the payment terms give a due date after {LATEST_DATE}")])
+    return due
+
+
 def with_derived_due_date(item: InvoiceInput, today: dt.date) -> InvoiceInput:
-    """A non-draft invoice without a due date gets one from its terms, counted from its issue date."""
+    """A non-draft invoice without a due date gets one from its terms, counted from its issue date (or from
+    today). Raises InvalidInput if that date is out of range."""
     if item.due_date is not None or item.status == "draft" or item.payment_terms is None:
         return item
-    return _with_due_date(item, due_date_from_terms(item.payment_terms, item.payment_terms_days,
-                                                    item.issue_date or today))
+    return replace(item, due_date=derived_due_date(item.payment_terms, item.payment_terms_days,
+                                                   item.issue_date or today))
 
 
-def _with_due_date(item: InvoiceInput, due_date: dt.date | None) -> InvoiceInput:
-    """dataclasses.replace(item, due_date=due_date), without running the frozen __init__ over every field
-    again (a sixth of the CPU of an unchanged re-push): the other fields are copied as they are."""
-    derived = object.__new__(InvoiceInput)
-    object.__setattr__(derived, "__dict__", {**item.__dict__, "due_date": due_date})
-    return derived
+def _depends_on_today(item: InvoiceInput) -> bool:
+    """The due date is derived from the terms counted from today (no issue or due date): the same body
+    converts differently another day, so it gets no fingerprint."""
+    return (item.due_date is None and item.issue_date is None and item.status != "draft"
+            and item.payment_terms is not None)
 
 
-def _paid_conflict(existing: sa.Row[Any], item: InvoiceInput) -> Conflict | None:
+# --- The plan: what to do with each item, decided from data alone -------------------------------------------
+
+@dataclass(frozen=True)
+class StoredInvoice:
+    """What a push needs to know of an invoice already stored."""
+
+    id: int
+    external_id: str
+    status: str
+    total_minor: int
+    paid_minor: int
+    version: int | None
+    revision: int
+    content_hash: str
+    activated_at: dt.datetime | None
+    cancelled_at: dt.datetime | None
+    body_fingerprint: str | None
+
+
+@dataclass(frozen=True)
+class Create:
+    """A new invoice: `item` (its due date derived), stored with `body_digest` bound to revision 1."""
+
+    item: InvoiceInput
+    customer_id: int
+    content_hash: str
+    body_digest: str | None
+
+
+@dataclass(frozen=True)
+class Update:
+    """A new revision of `stored`, with the content of `item`."""
+
+    item: InvoiceInput
+    customer_id: int
+    content_hash: str
+    stored: StoredInvoice
+    body_digest: str | None
+
+    @property
+    def revision(self) -> int:
+        return self.stored.revision + 1
+
+
+@dataclass(frozen=True)
+class Leave:
+    """Nothing to write to the invoice. `bind_digest`: a body of the same content, to bind to the current
+    revision, so that its next resend is recognised before validation (content and revision stay)."""
+
+    stored: StoredInvoice
+    bind_digest: str | None = None
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Not written, for `error`. `stored` is the invoice it would have changed, if any; a refusal that
+    protects recorded money (its code in QUEUED_CODES) is kept in the conflict queue with the item."""
+
+    external_id: str
+    error: QuittanceError
+    stored: StoredInvoice | None = None
+
+    @property
+    def queued(self) -> bool:
+        return self.stored is not None and self.error.code in QUEUED_CODES
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """A `Resent` item whose invoice changed since it was recognised: it must be converted and planned as
+    any other item. `apply_plan` writes nothing while a plan has one (ResentChanged)."""
+
+    external_id: str
+
+
+Decision = Create | Update | Leave | Refuse | Recheck
+
+
+def plan_upsert(items: Sequence[InvoiceInput | Resent], stored: Mapping[str, StoredInvoice],
+                customer_ids: Mapping[str, int], today: dt.date,
+                body_digests: Sequence[str | None] | None = None) -> list[Decision]:
+    """One decision per item, in order: what pushing `items` does, given the invoices `stored` (by external
+    id) and the organization's `customer_ids` (by external id). `today` counts payment terms for invoices
+    without a date. `body_digests` (same order, batch API only): see `upsert_invoices`.
+
+    The rules, in the order they apply to an item:
+    - an external id seen earlier in the batch is refused (only its first item counts);
+    - a `Resent` item is left unchanged if its invoice is still as recognised, else rechecked;
+    - an unknown customer, or a due date the terms push out of range, is refused;
+    - a new external id is created;
+    - paid protection comes first: even a resend identical to an earlier body must not reopen, cancel or
+      lower below its payments an invoice paid online since (refused, and queued);
+    - the same content is left unchanged;
+    - a version not newer than the stored one, or a draft of an activated invoice, is refused;
+    - anything else updates the invoice."""
+    decisions: list[Decision] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        digest = body_digests[index] if body_digests is not None else None
+        decisions.append(_decide(item, digest, stored.get(item.external_id), customer_ids, today, seen))
+        seen.add(item.external_id)
+    return decisions
+
+
+def _decide(item: InvoiceInput | Resent, digest: str | None, existing: StoredInvoice | None,
+            customer_ids: Mapping[str, int], today: dt.date, seen: set[str]) -> Decision:
+    if item.external_id in seen:
+        return Refuse(item.external_id, InvalidInput(
+            "the same external_id appears twice in this batch",
+            [FieldError("/external_id", "duplicate in this batch")]))
+    if isinstance(item, Resent):
+        if existing is not None and _is_resend(existing, item.body_digest):
+            return Leave(existing)
+        return Recheck(item.external_id)
+    if digest is not None and _depends_on_today(item):
+        digest = None
+    customer_id = customer_ids.get(item.customer)
+    if customer_id is None:
+        return Refuse(item.external_id, InvalidInput(
+            f"no customer {item.customer!r}; push it first with PUT /api/v1/customers/{{external_id}}",
+            [FieldError("/customer", "unknown customer")]))
+    try:
+        item = with_derived_due_date(item, today)
+    except InvalidInput as exc:
+        return Refuse(item.external_id, exc)
+    content_hash = item.content_hash()
+    if existing is None:
+        return Create(item, customer_id, content_hash, digest)
+    error = _paid_conflict(existing, item)
+    if error is None and existing.content_hash == content_hash:
+        bind = None
+        if digest is not None and existing.paid_minor == 0 and \
+                existing.body_fingerprint != _fingerprint(existing.revision, digest):
+            # The same content sent as another body (or first sent before fingerprints, or since a document
+            # changed the revision).
+            bind = digest
+        return Leave(existing, bind)
+    error = error or _version_conflict(existing, item)
+    if error is None and existing.activated_at is not None and item.status == "draft":
+        error = Conflict("the invoice was activated; it cannot go back to draft", code="already_activated")
+    if error is not None:
+        return Refuse(item.external_id, error, existing)
+    return Update(item, customer_id, content_hash, existing, digest)
+
+
+def _is_resend(existing: StoredInvoice | sa.Row[Any], digest: str) -> bool:
+    """The item is the body that made the invoice's current revision, and nothing was paid online: then the
+    full path would find no paid conflict and an equal content hash, so the answer is "unchanged"."""
+    return existing.paid_minor == 0 and existing.body_fingerprint == _fingerprint(existing.revision, digest)
+
+
+def _paid_conflict(existing: StoredInvoice, item: InvoiceInput) -> Conflict | None:
     """A resend must not undo what Quittance recorded as paid."""
     paid = existing.paid_minor
     if paid <= 0:
@@ -206,51 +345,20 @@ def _paid_conflict(existing: sa.Row[Any], item: InvoiceInput) -> Conflict | None
     return None
 
 
-def _version_conflict(existing: sa.Row[Any], item: InvoiceInput) -> Conflict | None:
+def _version_conflict(existing: StoredInvoice, item: InvoiceInput) -> Conflict | None:
     if item.version is None or existing.version is None or item.version > existing.version:
         return None
     return Conflict(
         f"version {item.version} is not newer than the stored version {existing.version}", code="stale_version")
 
 
-_EXISTING_COLUMNS = (
+# --- Reading what the plan needs, and applying it ------------------------------------------------------------
+
+_STORED_COLUMNS = (
     invoices.c.id, invoices.c.external_id, invoices.c.status, invoices.c.total_minor, invoices.c.paid_minor,
     invoices.c.version, invoices.c.revision, invoices.c.content_hash, invoices.c.activated_at,
     invoices.c.cancelled_at, invoices.c.body_fingerprint,
 )
-
-
-@dataclass(frozen=True)
-class _Lookups:
-    """The batch's lookups by a list of external ids, built once per dialect (see bulk.one_of): built per
-    call, each coerced its thousand ids one by one and computed a cache key over them."""
-
-    customer_ids: sa.Select[Any]
-    existing: sa.Select[Any]
-    resend_candidates: sa.Select[Any]
-    new_ids: sa.Select[Any]
-
-
-@functools.cache
-def _lookups(dialect: Dialect) -> _Lookups:
-    in_batch = one_of(dialect, invoices.c.external_id, "external_ids")
-    of_organization = invoices.c.organization_id == sa.bindparam("organization_id")
-    existing = sa.select(*_EXISTING_COLUMNS).where(of_organization, in_batch).order_by(invoices.c.id)
-    return _Lookups(
-        customer_ids=sa.select(customers.c.external_id, customers.c.id).where(
-            customers.c.organization_id == sa.bindparam("organization_id"),
-            one_of(dialect, customers.c.external_id, "external_ids")),
-        # Lock the rows we compare against on PostgreSQL, so two concurrent resends cannot both pass the checks.
-        existing=existing.with_for_update() if dialect.name == "postgresql" else existing,
-        resend_candidates=sa.select(
-            invoices.c.external_id, invoices.c.id, invoices.c.revision, invoices.c.paid_minor,
-            invoices.c.body_fingerprint).where(of_organization, in_batch),
-        new_ids=sa.select(invoices.c.external_id, invoices.c.id).where(of_organization, in_batch),
-    )
-
-
-_SET_FINGERPRINT = invoices.update().where(invoices.c.id == sa.bindparam("_id")).values(
-    body_fingerprint=sa.bindparam("body_fingerprint"))
 
 
 def recognise_resends(conn: sa.Connection, organization_id: int,
@@ -267,13 +375,15 @@ def recognise_resends(conn: sa.Connection, organization_id: int,
         return [None] * len(bodies)
     if conn.dialect.name == "postgresql":
         _plan_for_these_ids(conn)
-    rows = {row.external_id: row for row in conn.execute(_lookups(conn.dialect).resend_candidates, {
-        "organization_id": organization_id, "external_ids": list_param(conn.dialect, wanted)})}
+    rows = {row.external_id: row for row in conn.execute(
+        sa.select(invoices.c.external_id, invoices.c.id, invoices.c.revision, invoices.c.paid_minor,
+                  invoices.c.body_fingerprint).where(
+            invoices.c.organization_id == organization_id, invoices.c.external_id.in_(wanted)))}
     outcomes: list[WriteOutcome | None] = []
     for pair in bodies:
         row = rows.get(pair[0]) if pair is not None else None
         if row is not None and pair is not None and _is_resend(row, pair[1]):
-            outcomes.append(_written(row.external_id, "unchanged", row.id, row.revision))
+            outcomes.append(WriteOutcome(row.external_id, "unchanged", row.id, row.revision))
         else:
             outcomes.append(None)
     return outcomes
@@ -292,129 +402,100 @@ def upsert_invoices(
     "unchanged" if its row is still as `recognise_resends` found it; if not, ResentChanged is raised before
     anything is written.
     """
-    outcomes: list[WriteOutcome | None] = [None] * len(items)
-    seen: set[str] = set()
-    for index, item in enumerate(items):
-        if item.external_id in seen:
-            outcomes[index] = WriteOutcome(item.external_id, "error", error=InvalidInput(
-                "the same external_id appears twice in this batch",
-                [FieldError("/external_id", "duplicate in this batch")]))
-        seen.add(item.external_id)
+    stored, customer_ids = read_for_plan(conn, organization_id, items)
+    decisions = plan_upsert(items, stored, customer_ids, now.date(), body_digests)
+    return apply_plan(conn, organization_id, items, decisions, now, raw_payloads)
 
+
+def read_for_plan(conn: sa.Connection, organization_id: int, items: Sequence[InvoiceInput | Resent],
+                  ) -> tuple[dict[str, StoredInvoice], dict[str, int]]:
+    """The stored invoices the items name (locked on PostgreSQL, so two concurrent resends cannot both pass
+    the checks), and the ids of the customers they name."""
     if conn.dialect.name == "postgresql":
         _plan_for_these_ids(conn)
-    lookups = _lookups(conn.dialect)
-    wanted_customers = {item.customer for item in items if isinstance(item, InvoiceInput)}
-    customer_ids = dict(conn.execute(lookups.customer_ids, {
-        "organization_id": organization_id, "external_ids": list_param(conn.dialect, wanted_customers)}
-    ).all()) if wanted_customers else {}
-    existing_by_id = {row.external_id: row for row in conn.execute(lookups.existing, {
-        "organization_id": organization_id, "external_ids": list_param(conn.dialect, seen)}).all()}
+    external_ids = list({item.external_id for item in items})
+    customer_refs = list({item.customer for item in items if isinstance(item, InvoiceInput)})
+    customer_ids: dict[str, int] = {}
+    if customer_refs:
+        customer_ids = dict(conn.execute(sa.select(customers.c.external_id, customers.c.id).where(
+            customers.c.organization_id == organization_id, customers.c.external_id.in_(customer_refs))).all())
+    query = sa.select(*_STORED_COLUMNS).where(
+        invoices.c.organization_id == organization_id, invoices.c.external_id.in_(external_ids)).order_by(invoices.c.id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    stored = {row.external_id: StoredInvoice(**row._mapping) for row in conn.execute(query)}
+    return stored, customer_ids
 
-    inserts: list[dict[str, Any]] = []
-    insert_indexes: list[int] = []
-    updates: list[dict[str, Any]] = []
-    conflicts: list[dict[str, Any]] = []
-    fingerprints: list[dict[str, Any]] = []
-    changed: list[str] = []
-    today = now.date()
-    for index, item in enumerate(items):
-        if outcomes[index] is not None:
-            continue
-        if isinstance(item, Resent):
-            existing = existing_by_id.get(item.external_id)
-            if existing is not None and _is_resend(existing, item.body_digest):
-                outcomes[index] = _written(item.external_id, "unchanged", existing.id, existing.revision)
-            else:
-                changed.append(item.external_id)
-            continue
-        body = body_digests[index] if body_digests is not None else None
-        if body is not None and _depends_on_today(item):
-            body = None
-        customer_id = customer_ids.get(item.customer)
-        if customer_id is None:
-            outcomes[index] = WriteOutcome(item.external_id, "error", error=InvalidInput(
-                f"no customer {item.customer!r}; push it first with PUT /api/v1/customers/{{external_id}}",
-                [FieldError("/customer", "unknown customer")]))
-            continue
-        item = with_derived_due_date(item, today)
-        digest = item.content_hash()
-        existing = existing_by_id.get(item.external_id)
-        if existing is None:
-            values = _row_values(item, customer_id, digest, now)
-            values.update(organization_id=organization_id, revision=1, created_at=now, paid_minor=0,
-                          body_fingerprint=_fingerprint(1, body) if body is not None else None,
-                          activated_at=now if item.status != "draft" else None,
-                          cancelled_at=now if item.status == "cancelled" else None)
-            inserts.append(values)
-            insert_indexes.append(index)
-            continue
-        # Paid protection comes first: even a resend identical to an earlier body must not reopen an
-        # invoice that was paid online since.
-        error = _paid_conflict(existing, item)
-        if error is None and existing.content_hash == digest:
-            outcomes[index] = _written(item.external_id, "unchanged", existing.id, existing.revision)
-            if body is not None and existing.paid_minor == 0:
-                # The same content sent as another body (or first sent before fingerprints, or since a
-                # document changed the revision): bind this body to the revision, so its next resend is
-                # recognised early. Content, revision and timeline stay as they are.
-                fingerprint = _fingerprint(existing.revision, body)
-                if existing.body_fingerprint != fingerprint:
-                    fingerprints.append({"_id": existing.id, "body_fingerprint": fingerprint})
-            continue
-        error = error or _version_conflict(existing, item)
-        if error is None and existing.activated_at is not None and item.status == "draft":
-            error = Conflict("the invoice was activated; it cannot go back to draft", code="already_activated")
-        if error is not None:
-            if error.code in CONFLICT_QUEUE_CODES:
-                payload = raw_payloads[index] if raw_payloads else _jsonable(item)
-                conflicts.append({"organization_id": organization_id, "invoice_id": existing.id,
-                                  "created_at": now, "code": error.code, "detail": error.detail,
-                                  "payload": payload})
-            outcomes[index] = WriteOutcome(item.external_id, "error", existing.id, existing.revision, error)
-            continue
-        revision = existing.revision + 1
-        values = _row_values(item, customer_id, digest, now)
-        # Every update row carries the same keys: they go to the database as one executemany.
-        values["activated_at"] = existing.activated_at or (now if item.status != "draft" else None)
-        values["cancelled_at"] = (existing.cancelled_at or now) if item.status == "cancelled" else None
-        values["body_fingerprint"] = _fingerprint(revision, body) if body is not None else None
-        updates.append({**values, "_id": existing.id, "revision": revision})
-        outcomes[index] = _written(item.external_id, "updated", existing.id, revision)
-    if changed:
-        raise ResentChanged(changed)
 
-    timeline: list[dict[str, Any]] = []
-    if inserts:
-        new_ids = _insert_invoices(conn, organization_id, inserts)
-        lost = [index for index in insert_indexes if items[index].external_id not in new_ids]
-        for index in insert_indexes:
-            new_id = new_ids.get(items[index].external_id)
-            if new_id is not None:
-                outcomes[index] = _written(items[index].external_id, "created", new_id, 1)
-                timeline.append(_timeline_row(organization_id, new_id, now, "created", items[index]))
-        if lost:
-            # A concurrent push created these first (its insert won, ours did nothing): they are now existing
-            # invoices, and are written as such, against the winner's rows.
-            again = upsert_invoices(
-                conn, organization_id, [items[i] for i in lost], now,
-                raw_payloads=[raw_payloads[i] for i in lost] if raw_payloads else None,
-                body_digests=[body_digests[i] for i in lost] if body_digests is not None else None)
-            for index, outcome in zip(lost, again, strict=True):
-                outcomes[index] = outcome
+def apply_plan(conn: sa.Connection, organization_id: int, items: Sequence[InvoiceInput | Resent],
+               decisions: Sequence[Decision], now: dt.datetime,
+               raw_payloads: Sequence[dict[str, Any]] | None = None) -> list[WriteOutcome]:
+    """Write `decisions` (from `plan_upsert` over `items`) in the caller's transaction: new invoices, new
+    revisions, their timeline entries, refused resends kept in the conflict queue, and body fingerprints.
+    Raises ResentChanged, having written nothing, if any decision is a Recheck."""
+    rechecks = [decision.external_id for decision in decisions if isinstance(decision, Recheck)]
+    if rechecks:
+        raise ResentChanged(rechecks)
+    creates = [decision for decision in decisions if isinstance(decision, Create)]
+    created_ids = _insert_invoices(conn, organization_id, creates, now)
+    # PostgreSQL: a push running at the same time may have created some of these invoices after they were read.
+    # Its insert won the unique index and ours left them out (ON CONFLICT DO NOTHING); they exist now, so they
+    # are planned again below, against the stored rows, as a resend of them would be.
+    lost = [index for index, decision in enumerate(decisions)
+            if isinstance(decision, Create) and decision.item.external_id not in created_ids]
+    lost_set = set(lost)
+    creates = [decision for decision in creates if decision.item.external_id in created_ids]
+    updates = [decision for decision in decisions if isinstance(decision, Update)]
     if updates:
-        _update_by_id(conn, updates)
-        for row in updates:
-            timeline.append({"organization_id": organization_id, "invoice_id": row["_id"], "occurred_at": now,
-                             "kind": "updated", "detail": {"revision": row["revision"], "status": row["status"],
-                                                           "version": row["version"]}})
-    if timeline:
-        insert_many(conn, invoice_timeline, timeline)
-    if conflicts:
-        _queue_conflicts(conn, organization_id, conflicts)
-    if fingerprints:
-        conn.execute(_SET_FINGERPRINT, fingerprints)
+        _update_invoices(conn, updates, now)
+    timeline = [timeline_entry(organization_id, created_ids[decision.item.external_id], now, "created",
+                               {"revision": 1, "status": decision.item.status, "version": decision.item.version})
+                for decision in creates]
+    timeline += [timeline_entry(organization_id, decision.stored.id, now, "updated",
+                                {"revision": decision.revision, "status": decision.item.status,
+                                 "version": decision.item.version}) for decision in updates]
+    record_timelines(conn, timeline)
+    queue_conflicts(conn, organization_id, [
+        {"organization_id": organization_id, "invoice_id": decision.stored.id, "created_at": now,
+         "code": decision.error.code, "detail": decision.error.detail,
+         "payload": raw_payloads[index] if raw_payloads else _jsonable(items[index])}
+        for index, decision in enumerate(decisions)
+        if isinstance(decision, Refuse) and decision.queued and decision.stored is not None])
+    bindings = [{"_id": decision.stored.id,
+                 "body_fingerprint": _fingerprint(decision.stored.revision, decision.bind_digest)}
+                for decision in decisions if isinstance(decision, Leave) and decision.bind_digest is not None]
+    if bindings:
+        conn.execute(invoices.update().where(invoices.c.id == sa.bindparam("_id")).values(
+            body_fingerprint=sa.bindparam("body_fingerprint")), bindings)
+    outcomes = [_outcome(decision, created_ids) if index not in lost_set else None
+                for index, decision in enumerate(decisions)]
+    if lost:
+        again = upsert_invoices(conn, organization_id, [items[index] for index in lost], now,
+                                raw_payloads=[raw_payloads[index] for index in lost] if raw_payloads else None,
+                                body_digests=[_create(decisions[index]).body_digest for index in lost])
+        for index, outcome in zip(lost, again, strict=True):
+            outcomes[index] = outcome
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _create(decision: Decision) -> Create:
+    assert isinstance(decision, Create)
+    return decision
+
+
+def _outcome(decision: Decision, created_ids: Mapping[str, int]) -> WriteOutcome:
+    if isinstance(decision, Create):
+        external_id = decision.item.external_id
+        return WriteOutcome(external_id, "created", created_ids[external_id], 1)
+    if isinstance(decision, Update):
+        return WriteOutcome(decision.item.external_id, "updated", decision.stored.id, decision.revision)
+    if isinstance(decision, Leave):
+        return WriteOutcome(decision.stored.external_id, "unchanged", decision.stored.id, decision.stored.revision)
+    if isinstance(decision, Refuse):
+        stored = decision.stored
+        return WriteOutcome(decision.external_id, "error", stored.id if stored else None,
+                            stored.revision if stored else None, decision.error)
+    raise AssertionError(f"no outcome for {decision!r}")  # a Recheck never gets this far
 
 
 def _plan_for_these_ids(conn: sa.Connection) -> None:
@@ -425,80 +506,54 @@ def _plan_for_these_ids(conn: sa.Connection) -> None:
     conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
 
 
-def _row_values(item: InvoiceInput, customer_id: int, digest: str, now: dt.datetime) -> dict[str, Any]:
-    # Built only for rows that will be written: an unchanged resend, the usual one, needs none of it. What
-    # storage_values() gives, plus three columns, in one dict.
-    values = {**item.__dict__, "customer_id": customer_id, "content_hash": digest, "updated_at": now}
-    del values["customer"]
-    return values
+def _row_values(item: InvoiceInput, customer_id: int, content_hash: str, now: dt.datetime) -> dict[str, Any]:
+    return {**item.storage_values(), "customer_id": customer_id, "content_hash": content_hash, "updated_at": now}
 
 
-_LARGEST_ID = sa.select(sa.func.max(invoices.c.id))
-
-
-def _insert_invoices(conn: sa.Connection, organization_id: int, rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Insert new invoices; their ids by external id. One executemany each: SQLAlchemy's own INSERT ...
-    RETURNING of many rows sends, for SQLite, one INSERT per row; for PostgreSQL, one 1,000-row statement
-    with 33,000 parameters, five to ten times slower than psycopg's pipelined executemany (bench/push_invoices.py).
-    On PostgreSQL a concurrent push may insert the same invoice first: that row is left out here (ON CONFLICT
-    DO NOTHING), and its id is not among those returned. SQLite has no such race: its write transactions take
-    turns from their first statement (BEGIN IMMEDIATE)."""
+def _insert_invoices(conn: sa.Connection, organization_id: int, creates: Sequence[Create],
+                     now: dt.datetime) -> dict[str, int]:
+    """Insert the new invoices (one executemany); their ids by external id: returned on PostgreSQL, read back by
+    the unique (organization, external id) index on SQLite."""
+    if not creates:
+        return {}
+    rows = [{**_row_values(create.item, create.customer_id, create.content_hash, now),
+             "organization_id": organization_id, "revision": 1, "created_at": now, "paid_minor": 0,
+             "body_fingerprint": _fingerprint(1, create.body_digest) if create.body_digest is not None else None,
+             "activated_at": now if create.item.status != "draft" else None,
+             "cancelled_at": now if create.item.status == "cancelled" else None}
+            for create in creates]
     if conn.dialect.name == "postgresql":
+        # Left out if a concurrent push inserted the same invoice first (see apply_plan).
         return dict(insert_new_many(conn, invoices, rows, unique=("organization_id", "external_id"),
                                     returning=("external_id", "id")))
-    if conn.dialect.name != "sqlite":
-        insert_many(conn, invoices, rows)
-    else:
-        # A write transaction on SQLite has the database to itself (BEGIN IMMEDIATE), and a rowid table
-        # without AUTOINCREMENT gives each new row the largest id plus one: if the largest id moved by exactly
-        # the number of rows, they got the ids after it, in order. Two reads of the largest id instead of a
-        # thousand index probes (a microsecond an invoice with 100,000 stored); anything else (ids near the
-        # 64-bit limit are drawn at random) reads the ids back.
-        before = conn.execute(_LARGEST_ID).scalar() or 0
-        insert_many(conn, invoices, rows)
-        if conn.execute(_LARGEST_ID).scalar() == before + len(rows):
-            return {row["external_id"]: before + offset for offset, row in enumerate(rows, start=1)}
-    return dict(conn.execute(_lookups(conn.dialect).new_ids, {
-        "organization_id": organization_id,
-        "external_ids": list_param(conn.dialect, [row["external_id"] for row in rows])}).all())
+    # SQLite has no such race: its write transactions take turns from their first statement (BEGIN IMMEDIATE).
+    insert_many(conn, invoices, rows)
+    external_ids = [row["external_id"] for row in rows]
+    return dict(conn.execute(sa.select(invoices.c.external_id, invoices.c.id).where(
+        invoices.c.organization_id == organization_id, invoices.c.external_id.in_(external_ids))).all())
 
 
-def _queue_conflicts(conn: sa.Connection, organization_id: int, conflicts: list[dict[str, Any]]) -> None:
-    """Keep refused resends for a person to see, once each: a billing system that resends the same body
-    every night must not fill the queue with copies."""
-    pending = {
-        (row.invoice_id, row.code, orjson.dumps(row.payload, option=orjson.OPT_SORT_KEYS))
-        for row in conn.execute(sa.select(
-            invoice_conflicts.c.invoice_id, invoice_conflicts.c.code, invoice_conflicts.c.payload).where(
-            invoice_conflicts.c.organization_id == organization_id, invoice_conflicts.c.resolved_at.is_(None),
-            invoice_conflicts.c.invoice_id.in_({c["invoice_id"] for c in conflicts})))
-    }
-    fresh = []
-    for conflict in conflicts:
-        key = (conflict["invoice_id"], conflict["code"], orjson.dumps(conflict["payload"], option=orjson.OPT_SORT_KEYS))
-        if key not in pending:
-            pending.add(key)
-            fresh.append(conflict)
-    if fresh:
-        conn.execute(invoice_conflicts.insert(), fresh)
-
-
-def _timeline_row(organization_id: int, invoice_id: int, now: dt.datetime, kind: str,
-                  item: InvoiceInput) -> dict[str, Any]:
-    return {"organization_id": organization_id, "invoice_id": invoice_id, "occurred_at": now, "kind": kind,
-            "detail": {"revision": 1, "status": item.status, "version": item.version}}
-
-
-def _update_by_id(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
-    """Executemany UPDATE ... WHERE id = :_id, for rows that all carry the same keys."""
+def _update_invoices(conn: sa.Connection, updates: Sequence[Update], now: dt.datetime) -> None:
+    """One executemany UPDATE ... WHERE id = :_id: every row carries the same keys."""
+    rows = []
+    for update in updates:
+        stored, status = update.stored, update.item.status
+        rows.append({
+            **_row_values(update.item, update.customer_id, update.content_hash, now),
+            "_id": stored.id, "revision": update.revision,
+            "activated_at": stored.activated_at or (now if status != "draft" else None),
+            "cancelled_at": (stored.cancelled_at or now) if status == "cancelled" else None,
+            "body_fingerprint": _fingerprint(update.revision, update.body_digest)
+            if update.body_digest is not None else None,
+        })
     columns = [key for key in rows[0] if key != "_id"]
-    statement = invoices.update().where(invoices.c.id == sa.bindparam("_id")).values(
-        {column: sa.bindparam(column) for column in columns})
-    conn.execute(statement, rows)
+    conn.execute(invoices.update().where(invoices.c.id == sa.bindparam("_id")).values(
+        {column: sa.bindparam(column) for column in columns}), rows)
 
 
-def _jsonable(item: InvoiceInput) -> dict[str, Any]:
-    return orjson.loads(orjson.dumps(asdict(item)))
+def _jsonable(item: InvoiceInput | Resent) -> dict[str, Any]:
+    values = item.values() if isinstance(item, InvoiceInput) else {"external_id": item.external_id}
+    return orjson.loads(orjson.dumps(values))
 
 
 def input_from_row(row: sa.Row[Any], customer_external_id: str) -> InvoiceInput:
@@ -565,56 +620,3 @@ def list_invoices(
     if filters.may_have_documents is not None:
         query = query.where(invoices.c.may_have_documents == filters.may_have_documents)
     return page_by_id(conn, query, invoices.c.id, limit)
-
-
-def timeline_of(conn: sa.Connection, organization_id: int, invoice_id: int) -> list[sa.Row[Any]]:
-    return conn.execute(
-        sa.select(invoice_timeline).where(
-            invoice_timeline.c.organization_id == organization_id, invoice_timeline.c.invoice_id == invoice_id)
-        .order_by(invoice_timeline.c.id)
-    ).all()
-
-
-def conflict_query(organization_id: int) -> sa.Select[Any]:
-    return (
-        sa.select(invoice_conflicts, invoices.c.external_id.label("invoice_external_id"))
-        .join(invoices, invoices.c.id == invoice_conflicts.c.invoice_id)
-        .where(invoice_conflicts.c.organization_id == organization_id)
-    )
-
-
-def conflicts_of(conn: sa.Connection, organization_id: int, invoice_id: int) -> list[sa.Row[Any]]:
-    return conn.execute(
-        conflict_query(organization_id).where(invoice_conflicts.c.invoice_id == invoice_id)
-        .order_by(invoice_conflicts.c.id)
-    ).all()
-
-
-def list_conflicts(conn: sa.Connection, organization_id: int, *, unresolved_only: bool, after_id: int,
-                   limit: int) -> tuple[list[sa.Row[Any]], int | None]:
-    query = conflict_query(organization_id).where(invoice_conflicts.c.id > after_id)
-    if unresolved_only:
-        query = query.where(invoice_conflicts.c.resolved_at.is_(None))
-    return page_by_id(conn, query, invoice_conflicts.c.id, limit)
-
-
-# Built once: record_timeline runs on every payment webhook, and building `.values(...)` and its cache key on
-# each call cost more (about 100 us) than the INSERT itself. The parameters name every column, so the
-# compiled form is the same each time; a None detail is stored as JSON null, as `.values(detail=None)` did.
-_INSERT_TIMELINE = invoice_timeline.insert()
-
-
-def record_timeline(conn: sa.Connection, organization_id: int, invoice_id: int, now: dt.datetime, kind: str,
-                    detail: dict[str, Any] | None = None) -> None:
-    conn.execute(_INSERT_TIMELINE, {"organization_id": organization_id, "invoice_id": invoice_id,
-                                    "occurred_at": now, "kind": kind, "detail": detail})
-
-
-def resolve_conflict(conn: sa.Connection, organization_id: int, conflict_id: int, now: dt.datetime) -> sa.Row[Any]:
-    conn.execute(invoice_conflicts.update().where(
-        invoice_conflicts.c.organization_id == organization_id, invoice_conflicts.c.id == conflict_id,
-        invoice_conflicts.c.resolved_at.is_(None)).values(resolved_at=now))
-    row = conn.execute(conflict_query(organization_id).where(invoice_conflicts.c.id == conflict_id)).first()
-    if row is None:
-        raise NotFound(f"no conflict {conflict_id}")
-    return row

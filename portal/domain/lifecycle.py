@@ -16,9 +16,8 @@ import sqlalchemy as sa
 from portal.db import insert_or_ignore
 from portal.db.invoices import invoices
 from portal.db.organizations import number_sequences
-from portal.domain.invoices import (
-    InvoiceInput, due_date_from_terms, get_invoice, input_from_row, record_timeline, upsert_invoices,
-)
+from portal.domain.invoices import InvoiceInput, due_date_from_terms, get_invoice, input_from_row, upsert_invoices
+from portal.domain.timeline import record_timeline
 from portal.errors import Conflict, FieldError, InvalidInput
 
 INVOICE_SEQUENCE = "invoice"

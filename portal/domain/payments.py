@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from portal.db import insert_or_ignore
 from portal.db.invoices import invoices
 from portal.db.payments import allocations, checkout_items, checkouts, payments, review_items
-from portal.domain.invoices import record_timeline
+from portal.domain.timeline import record_timeline
 from portal.domain.outbox import announce
 from portal.money import format_minor
 

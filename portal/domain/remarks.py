@@ -11,8 +11,9 @@ from portal.db.paging import page_by_id
 from portal.db.customers import customers
 from portal.db.invoices import invoices
 from portal.db.portal import remarks
-from portal.domain.invoices import get_invoice, record_timeline
+from portal.domain.invoices import get_invoice
 from portal.domain.links import DebtorScope, visible_invoices
+from portal.domain.timeline import record_timeline
 from portal.domain.outbox import announce
 from portal.errors import Conflict, NotFound
 

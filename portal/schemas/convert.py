@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from portal.clock import as_utc
 from portal.domain.customers import CustomerInput
-from portal.domain.invoices import InvoiceInput
+from portal.domain.invoices import InvoiceInput, derived_due_date
 from portal.errors import FieldError, InvalidInput
 from portal.money import MoneyError, exponent, format_minor, is_currency, parse_minor
 from portal.schemas.models import CustomerIn, InvoiceBody
@@ -94,16 +94,22 @@ def invoice_input(external_id: str, body: InvoiceBody) -> InvoiceInput:
             errors.append(FieldError("/due_date", "custom terms need a due date"))
     if body.due_date and body.issue_date and body.due_date < body.issue_date:
         errors.append(FieldError("/due_date", "must not be before the issue date"))
+    if terms is not None and body.issue_date is not None and body.due_date is None and body.status != "draft":
+        # The due date the terms will give must be in range too (schemas.Date bounds the dates given).
+        try:
+            derived_due_date(terms.type, terms.days, body.issue_date)
+        except InvalidInput as exc:
+            errors += exc.errors
     if errors:
         raise InvalidInput("The request has invalid fields.", errors)
-    return InvoiceInput.of({
-        "external_id": external_id, "customer": body.customer, "number": body.number, "kind": body.kind,
-        "status": body.status, "issue_date": body.issue_date, "due_date": body.due_date,
-        "payment_terms": terms.type if terms else None, "payment_terms_days": terms.days if terms else None,
-        "currency": currency, "total_minor": total, "amount_due_minor": due, "lines": lines, "title": body.title,
-        "header_note": body.header_note, "footer_note": body.footer_note, "vat_mention": body.vat_mention,
-        "delivery_date": body.delivery_date, "store": body.store, "may_have_documents": body.may_have_documents,
-        "version": body.version})
+    return InvoiceInput(
+        external_id=external_id, customer=body.customer, number=body.number, kind=body.kind,
+        status=body.status, issue_date=body.issue_date, due_date=body.due_date,
+        payment_terms=terms.type if terms else None, payment_terms_days=terms.days if terms else None,
+        currency=currency, total_minor=total, amount_due_minor=due, lines=lines, title=body.title,
+        header_note=body.header_note, footer_note=body.footer_note, vat_mention=body.vat_mention,
+        delivery_date=body.delivery_date, store=body.store, may_have_documents=body.may_have_documents,
+        version=body.version)
 
 
 def iso(value: dt.datetime | dt.date | None) -> str | None:

@@ -3,16 +3,41 @@ the OpenAPI document. Models are strict (no coercion: "12" is not 12) and refuse
 
 Money fields are plain strings here; they are checked against the currency in `portal.schemas.convert`,
 where the currency is known.
+
+Text a person reads on one line (numbers, names, titles, references, emails) is `SingleLine`: a line break
+or a bidirectional control there could forge a second line in a mail header, a CSV export or a log, or show
+a debtor text in another order than it is stored. Text meant to hold paragraphs (line descriptions, notes,
+remarks) stays free of that rule. Every date is a `Date`, within the range the domain can count with.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
+
+from portal.domain.invoices import EARLIEST_DATE, LATEST_DATE
 
 SUPPORTED_LANGUAGES = ("fr", "nl", "en", "de", "sv")
+
+# CR, LF, the Unicode line and paragraph separators, and the bidirectional embeddings, overrides and
+# isolates (U+202A-U+202E, U+2066-U+2069).
+_NOT_ONE_LINE = re.compile("[\r\n\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _one_line(value: str) -> str:
+    if _NOT_ONE_LINE.search(value):
+        raise PydanticCustomError(
+            "single_line", "must be a single line, without line breaks or bidirectional control characters")
+    return value
+
+
+SingleLine = Annotated[str, AfterValidator(_one_line)]
+Date = Annotated[dt.date, Field(ge=EARLIEST_DATE, le=LATEST_DATE,
+                                description=f"A date from {EARLIEST_DATE} to {LATEST_DATE}.")]
 
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@-]+$")]
 Amount = Annotated[
@@ -37,20 +62,20 @@ class Strict(BaseModel):
 
 
 class Address(Strict):
-    line1: Annotated[str, StringConstraints(max_length=200)] | None = None
-    line2: Annotated[str, StringConstraints(max_length=200)] | None = None
-    postal_code: Annotated[str, StringConstraints(max_length=20)] | None = None
-    city: Annotated[str, StringConstraints(max_length=100)] | None = None
-    region: Annotated[str, StringConstraints(max_length=100)] | None = None
+    line1: Annotated[SingleLine, StringConstraints(max_length=200)] | None = None
+    line2: Annotated[SingleLine, StringConstraints(max_length=200)] | None = None
+    postal_code: Annotated[SingleLine, StringConstraints(max_length=20)] | None = None
+    city: Annotated[SingleLine, StringConstraints(max_length=100)] | None = None
+    region: Annotated[SingleLine, StringConstraints(max_length=100)] | None = None
     country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
 
 
 class CustomerIn(Strict):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=300)]
-    email: Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    name: Annotated[SingleLine, StringConstraints(min_length=1, max_length=300)]
+    email: Annotated[SingleLine, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
     locale: Locale = "en"
     address: Address | None = None
-    vat_number: Annotated[str, StringConstraints(max_length=40)] | None = None
+    vat_number: Annotated[SingleLine, StringConstraints(max_length=40)] | None = None
 
 
 class CustomerOut(CustomerIn):
@@ -82,11 +107,11 @@ class InvoiceBody(Strict):
     """An invoice as the billing system sends it: a full replacement on every PUT."""
 
     customer: ExternalId = Field(description="The customer's external id; the customer must exist.")
-    number: Annotated[str, StringConstraints(min_length=1, max_length=60)] | None = None
+    number: Annotated[SingleLine, StringConstraints(min_length=1, max_length=60)] | None = None
     kind: Literal["invoice", "credit_note"] = "invoice"
     status: Literal["draft", "open", "paid", "cancelled"]
-    issue_date: dt.date | None = None
-    due_date: dt.date | None = None
+    issue_date: Date | None = None
+    due_date: Date | None = None
     payment_terms: PaymentTerms | None = None
     currency: Currency
     total: Amount = Field(description="Total including VAT; never negative (a credit note is its own kind).")
@@ -94,12 +119,12 @@ class InvoiceBody(Strict):
         None, description="What the debtor still owes according to the billing system; defaults to the total "
         "(0 for paid and cancelled invoices).")
     lines: Annotated[list[LineIn], Field(max_length=1000)] = []
-    title: Annotated[str, StringConstraints(max_length=300)] | None = None
+    title: Annotated[SingleLine, StringConstraints(max_length=300)] | None = None
     header_note: Text | None = None
     footer_note: Text | None = None
     vat_mention: Annotated[str, StringConstraints(max_length=1000)] | None = None
-    delivery_date: dt.date | None = None
-    store: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+    delivery_date: Date | None = None
+    store: Annotated[SingleLine, StringConstraints(max_length=100)] | None = Field(
         None, description="Store or sales channel, to tell countries or consumer/business flows apart.")
     may_have_documents: bool = Field(
         True, description="false takes the invoice out of the has_document=false listing for good.")
@@ -248,11 +273,11 @@ class LineSelection(Strict):
 class PartActivation(Strict):
     external_id: ExternalId = Field(description="External id for the new invoice made of the selected lines.")
     lines: Annotated[list[LineSelection], Field(min_length=1, max_length=1000)]
-    number: Annotated[str, StringConstraints(min_length=1, max_length=60)] | None = None
+    number: Annotated[SingleLine, StringConstraints(min_length=1, max_length=60)] | None = None
 
 
 class DueDateExtension(Strict):
-    due_date: dt.date
+    due_date: Date
 
 
 class PartActivationResult(BaseModel):

@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from portal.emulators.mollie import RETRY_MINUTES, MollieEmulator
-from portal.emulators.server import ThreadedServer
+from quittance_emulators.mollie import RETRY_MINUTES, MollieEmulator
+from quittance_emulators.server import ThreadedServer
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")  # requests (the SDK) honours *_PROXY
 

@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from portal.emulators.forms import FormError, as_list, check_api_key, parse_brackets
-from portal.emulators.server import ThreadedServer
-from portal.emulators.stripe import StripeEmulator, StripeEmulatorError
+from quittance_emulators.forms import FormError, as_list, check_api_key, parse_brackets
+from quittance_emulators.server import ThreadedServer
+from quittance_emulators.stripe import StripeEmulator, StripeEmulatorError
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 

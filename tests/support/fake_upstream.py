@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from portal.emulators.server import ThreadedServer
+from quittance_emulators.server import ThreadedServer
 
 _UNSET: Any = object()
 

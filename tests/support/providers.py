@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from portal.emulators.mollie import MollieEmulator
-from portal.emulators.stripe import StripeEmulator
+from quittance_emulators.mollie import MollieEmulator
+from quittance_emulators.stripe import StripeEmulator
 from portal.settings import Settings
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from portal.emulators.server import ThreadedServer
+from quittance_emulators.server import ThreadedServer
 
 
 @dataclass

@@ -143,7 +143,7 @@ def test_mollie_unreachable_gets_503_so_mollie_retries(app: Any, database: Any, 
                                                        clock: Any, mollie: Any, stripe_emulator: Any) -> None:  # noqa: F811
     from dataclasses import replace
 
-    from portal.emulators.server import free_port
+    from quittance_emulators.server import free_port
 
     broken = replace(with_providers(settings, mollie, stripe_emulator),
                      mollie_api_url=f"http://127.0.0.1:{free_port()}")

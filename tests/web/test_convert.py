@@ -6,7 +6,6 @@ import itertools
 
 import pytest
 
-from portal.domain.invoices import InvoiceInput
 from portal.errors import InvalidInput
 from portal.money import MoneyError, parse_minor
 from portal.schemas.convert import invoice_input
@@ -47,10 +46,3 @@ def test_amounts_read_as_parse_minor_reads_them(currency: str) -> None:
         assert read(text, currency, in_line=True) == parsed(
             text, currency, "/lines/0/unit_price", allow_negative=True), text
 
-
-def test_invoice_input_of_takes_exactly_the_fields() -> None:
-    body = InvoiceBody.model_validate({"customer": "C", "status": "open", "currency": "EUR", "total": "1.00"})
-    item = invoice_input("X", body)
-    assert item == InvoiceInput(**item.__dict__)
-    with pytest.raises(TypeError):
-        InvoiceInput.of({k: v for k, v in item.__dict__.items() if k != "title"})

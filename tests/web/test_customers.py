@@ -45,5 +45,30 @@ def test_control_characters_are_refused_not_stored(tenant: Tenant) -> None:
     response = tenant.client.put("/api/v1/customers/NUL", json={"name": "Dupont\u0000SA"})
     assert response.status_code == 422
     assert response.json()["errors"] == [{"path": "/name", "message": "must not contain control characters"}]
-    multiline = tenant.client.put("/api/v1/customers/ML", json={"name": "Dupont\nSA\tBE"})
-    assert multiline.status_code == 201
+    tabbed = tenant.client.put("/api/v1/customers/TAB", json={"name": "Dupont SA\tBE"})
+    assert tabbed.status_code == 201
+
+
+SINGLE_LINE = "must be a single line, without line breaks or bidirectional control characters"
+
+
+@pytest.mark.parametrize("breaker", ["\n", "\r", "\r\n", "\u2028", "\u2029", "\u202a", "\u202e", "\u2066",
+                                     "\u2069"])
+@pytest.mark.parametrize(("field", "path"), [
+    ("name", "/name"), ("email", "/email"), ("vat_number", "/vat_number"), ("city", "/address/city"),
+    ("line1", "/address/line1"),
+])
+def test_single_line_fields_refuse_line_breaks_and_bidi_controls(tenant: Tenant, breaker: str, field: str,
+                                                                 path: str) -> None:
+    """A line break in a name or an email could forge a second header line in the mail sent to the debtor;
+    a right-to-left override shows the name in another order than it is stored."""
+    value = f"compta{breaker}@dupont.example" if field == "email" else f"Dupont{breaker}SA"
+    body: dict[str, object] = {"name": "Dupont SA"}
+    if path.startswith("/address/"):
+        body["address"] = {field: value}
+    else:
+        body[field] = value
+    response = tenant.client.put("/api/v1/customers/ML", json=body)
+    assert response.status_code == 422
+    assert {"path": path, "message": SINGLE_LINE} in response.json()["errors"]
+    assert tenant.client.get("/api/v1/customers/ML").status_code == 404

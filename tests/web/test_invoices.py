@@ -509,9 +509,8 @@ def test_a_change_between_recognition_and_write_is_seen(tenant: Tenant, database
 
 
 def test_new_invoices_get_their_own_ids_when_the_largest_id_is_taken(tenant: Tenant, database: Any) -> None:
-    """SQLite gives a new row the largest id plus one, which the batch counts on to know new ids without
-    reading them back; once the largest possible id is taken it draws ids at random, and the batch reads
-    them back instead."""
+    """Each new invoice gets the id the database gave it, even when SQLite, its largest possible id taken,
+    draws new ids at random."""
     assert batch(tenant, [{**invoice_body(), "external_id": "SEED"}])[0]["result"] == "created"
     with database.transaction() as conn:
         seed = conn.execute(sa.select(invoices).where(invoices.c.external_id == "SEED")).one()._asdict()
@@ -522,3 +521,100 @@ def test_new_invoices_get_their_own_ids_when_the_largest_id_is_taken(tenant: Ten
         invoice = tenant.client.get(f"/api/v1/invoices/R-{i}").json()
         assert invoice["number"] == f"N-{i}"
         assert [entry["kind"] for entry in invoice["timeline"]] == ["created"]
+
+
+# --- Dates within range, single-line fields ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("fields", "path"), [
+    ({"issue_date": "9999-12-31", "due_date": None, "payment_terms": {"type": "net_days", "days": 30}},
+     "/issue_date"),
+    ({"issue_date": "9999-12-31", "due_date": None, "payment_terms": {"type": "end_of_month"}}, "/issue_date"),
+    ({"issue_date": "1899-12-31"}, "/issue_date"),
+    ({"issue_date": "0001-01-01", "due_date": None, "payment_terms": {"type": "at_reception"}}, "/issue_date"),
+    ({"due_date": "3000-01-01"}, "/due_date"),
+    ({"delivery_date": "9999-12-31"}, "/delivery_date"),
+    # In range, but the terms count past it.
+    ({"issue_date": "2999-12-20", "due_date": None, "payment_terms": {"type": "net_days", "days": 30}},
+     "/payment_terms/days"),
+    ({"issue_date": "2999-12-20", "due_date": None, "payment_terms": {"type": "end_of_month", "days": 15}},
+     "/payment_terms/days"),
+])
+def test_dates_out_of_range_are_refused_at_their_field(tenant: Tenant, fields: dict[str, Any], path: str) -> None:
+    """9999-12-31 with payment terms used to overflow the calendar: a 500 and a reset connection."""
+    response = tenant.put_invoice(**fields)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert path in [error["path"] for error in response.json()["errors"]]
+    assert tenant.client.get("/api/v1/invoices/INV-1").status_code == 404
+    # The last day in range is fine, and so is counting terms up to it.
+    edge = tenant.put_invoice("EDGE", issue_date="2999-12-01", due_date=None,
+                              payment_terms={"type": "end_of_month"})
+    assert edge.status_code == 201
+    assert edge.json()["invoice"]["due_date"] == "2999-12-31"
+
+
+def test_a_batch_item_with_a_date_out_of_range_does_not_affect_the_others(tenant: Tenant) -> None:
+    terms = {"type": "net_days", "days": 30}
+    items = [
+        {**invoice_body(), "external_id": "D-0"},
+        {**invoice_body(issue_date="9999-12-31", due_date=None, payment_terms=terms), "external_id": "D-1"},
+        {**invoice_body(), "external_id": "D-2"},
+        {**invoice_body(issue_date="2999-12-20", due_date=None, payment_terms=terms), "external_id": "D-3"},
+        {**invoice_body(due_date="0999-01-01"), "external_id": "D-4"},
+    ]
+    results = batch(tenant, items)
+    assert [r["result"] for r in results] == ["created", "error", "created", "error", "error"]
+    assert [e["path"] for e in results[1]["problem"]["errors"]] == ["/invoices/1/issue_date"]
+    assert [e["path"] for e in results[3]["problem"]["errors"]] == ["/invoices/3/payment_terms/days"]
+    assert "/invoices/4/due_date" in [e["path"] for e in results[4]["problem"]["errors"]]
+    assert [tenant.client.get(f"/api/v1/invoices/D-{i}").status_code for i in range(5)] == [200, 404, 200, 404, 404]
+
+
+def test_an_extended_due_date_out_of_range_is_refused(tenant: Tenant) -> None:
+    tenant.put_invoice()
+    response = tenant.client.post("/api/v1/invoices/INV-1/extend-due-date", json={"due_date": "9999-12-31"})
+    assert response.status_code == 422
+    assert [e["path"] for e in response.json()["errors"]] == ["/due_date"]
+    assert tenant.client.get("/api/v1/invoices/INV-1").json()["due_date"] == "2026-12-01"
+
+
+SINGLE_LINE = "must be a single line, without line breaks or bidirectional control characters"
+
+
+@pytest.mark.parametrize("breaker", ["\n", "\r", "\u2028", "\u2029", "\u202b", "\u202e", "\u2067", "\u2068"])
+@pytest.mark.parametrize("field", ["number", "title", "store"])
+def test_single_line_fields_refuse_line_breaks_and_bidi_controls(tenant: Tenant, field: str, breaker: str) -> None:
+    response = tenant.put_invoice(**{field: f"2026{breaker}0001"})
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{"path": f"/{field}", "message": SINGLE_LINE}]
+    assert tenant.client.get("/api/v1/invoices/INV-1").status_code == 404
+
+
+def test_multi_line_fields_keep_their_line_breaks(tenant: Tenant) -> None:
+    lines = [{"description": "Consulting\nNovember\r\nOn site", "quantity": "2", "unit_price": "50.00",
+              "vat_rate": "21", "total": "100.00"}]
+    response = tenant.put_invoice(header_note="Dear customer,\nthank you.", footer_note="IBAN\nBIC",
+                                  vat_mention="Autoliquidation\nArt. 51", lines=lines)
+    assert response.status_code == 201, response.text
+    invoice = tenant.client.get("/api/v1/invoices/INV-1").json()
+    assert invoice["lines"][0]["description"] == "Consulting\nNovember\r\nOn site"
+    assert invoice["header_note"] == "Dear customer,\nthank you."
+
+
+def test_a_batch_item_with_a_line_break_in_its_number_does_not_affect_the_others(tenant: Tenant) -> None:
+    items = [{**invoice_body(), "external_id": "S-0"},
+             {**invoice_body(number="2026-0002\nBcc: someone@example.com"), "external_id": "S-1"},
+             {**invoice_body(title="\u202eevil"), "external_id": "S-2"}]
+    results = batch(tenant, items)
+    assert [r["result"] for r in results] == ["created", "error", "error"]
+    assert results[1]["problem"]["errors"] == [{"path": "/invoices/1/number", "message": SINGLE_LINE}]
+    assert results[2]["problem"]["errors"] == [{"path": "/invoices/2/title", "message": SINGLE_LINE}]
+
+
+def test_a_part_activation_number_is_single_line(tenant: Tenant) -> None:
+    tenant.put_invoice("DRAFT", status="draft", number=None)
+    response = tenant.client.post("/api/v1/invoices/DRAFT/part-activate",
+                                  json={"external_id": "PART", "lines": [{"line": 0, "quantity": "1"}],
+                                        "number": "P-1\r\nX"})
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"] == [{"path": "/number", "message": SINGLE_LINE}]

@@ -9,7 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 from starlette.responses import Response
 
+from portal.domain import conflicts
 from portal.domain import invoices as domain
+from portal.domain.timeline import timeline_of
 from portal.errors import FieldError, InvalidInput, QuittanceError
 from portal.schemas.validation import may_contain_control_characters, validate, validate_each
 from portal.web.api.bodies import parse_json, read_bounded, require_content_type
@@ -47,8 +49,8 @@ LIST_QUERY = (
 def _detail(conn: sa.Connection, org_id: int, invoice_id: int, base_url: str) -> dict[str, Any]:
     row = domain.get_invoice_by_id(conn, org_id, invoice_id)
     return {**invoice_output(row, base_url),
-            "timeline": [timeline_output(t) for t in domain.timeline_of(conn, org_id, invoice_id)],
-            "conflicts": [conflict_output(c) for c in domain.conflicts_of(conn, org_id, invoice_id)]}
+            "timeline": [timeline_output(t) for t in timeline_of(conn, org_id, invoice_id)],
+            "conflicts": [conflict_output(c) for c in conflicts.conflicts_of(conn, org_id, invoice_id)]}
 
 
 WriteAnswer = tuple[domain.WriteOutcome, dict[str, Any] | None]
@@ -200,7 +202,7 @@ def register(api: Api) -> None:
     async def list_conflicts(ctx: ApiContext) -> Response:
         unresolved = query_bool(ctx.request, "unresolved")
         rows, last_id = await ctx.services.db.read(
-            domain.list_conflicts, ctx.org_id, unresolved_only=unresolved is not False,
+            conflicts.list_conflicts, ctx.org_id, unresolved_only=unresolved is not False,
             after_id=decode_cursor(ctx.request.query_params.get("cursor")), limit=query_limit(ctx.request))
         return json_response({"items": [conflict_output(r) for r in rows], "next_cursor": encode_cursor(last_id)})
 
@@ -210,7 +212,7 @@ def register(api: Api) -> None:
     async def resolve_conflict(ctx: ApiContext) -> Response:
         raw_id = ctx.request.path_params["conflict_id"]
         conflict_id = int(raw_id) if raw_id.isdigit() and len(raw_id) < 18 else -1
-        row = await ctx.services.db.write(domain.resolve_conflict, ctx.org_id, conflict_id, ctx.now())
+        row = await ctx.services.db.write(conflicts.resolve_conflict, ctx.org_id, conflict_id, ctx.now())
         return json_response(conflict_output(row))
 
 

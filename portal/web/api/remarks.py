@@ -16,13 +16,13 @@ from portal.web.api.context import (
 )
 from portal.schemas.convert import iso
 from portal.web.api.operations import Api, QueryParam
-from portal.schemas.models import Strict
+from portal.schemas.models import SingleLine, Strict
 from portal.errors import FieldError, InvalidInput
 
 
 class AnswerIn(Strict):
     body: Annotated[str, StringConstraints(min_length=1, max_length=remarks.MAX_LENGTH)]
-    author_name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    author_name: Annotated[SingleLine, StringConstraints(max_length=200)] | None = None
 
 
 class RemarkOut(BaseModel):

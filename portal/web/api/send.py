@@ -33,9 +33,10 @@ from starlette.responses import Response
 
 from portal.domain import links
 from portal.domain.debtor import outstanding_minor
-from portal.domain.invoices import get_invoice, record_timeline
 from portal.domain.customers import get_customer
+from portal.domain.invoices import get_invoice
 from portal.domain.organizations import contact_of, is_color
+from portal.domain.timeline import record_timeline
 from portal.errors import Conflict
 from portal.mail import (
     MAX_ATTACHMENT_BYTES, Attachment, MailError, build_message, message_id, render, send, valid_address,

@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from portal.domain import debtor, links, rate_limits, remarks
-from portal.domain.invoices import timeline_of
+from portal.domain.timeline import timeline_of
 from portal.domain.links import DebtorScope
 from portal.errors import FieldError, InvalidInput, NotFound, QuittanceError
 from portal.i18n import LANGUAGE_NAMES, LANGUAGES, Formatter, environment, language_of

@@ -15,10 +15,10 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from portal.emulators.forms import THREE_DECIMAL, ZERO_DECIMAL, StripeEmulatorError
+from quittance_emulators.forms import THREE_DECIMAL, ZERO_DECIMAL, StripeEmulatorError
 
 if TYPE_CHECKING:
-    from portal.emulators.stripe import StripeEmulator
+    from quittance_emulators.stripe import StripeEmulator
 
 LABEL = "TEST MODE — Stripe emulator"
 

@@ -27,10 +27,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from portal.emulators.forms import (FormError, StripeEmulatorError, as_bool, as_int, as_list, as_metadata, as_str,
+from quittance_emulators.forms import (FormError, StripeEmulatorError, as_bool, as_int, as_list, as_metadata, as_str,
                                     check_api_key, checkout_session_params, missing, new_id, parse_brackets, unix_now)
-from portal.emulators.server import ThreadedServer
-from portal.emulators.stripe_pages import control_endpoint, page_endpoint
+from quittance_emulators.server import ThreadedServer
+from quittance_emulators.stripe_pages import control_endpoint, page_endpoint
 
 API_VERSION = "2026-10-28.endive"
 OUTCOMES = ("success", "decline", "delayed_success", "delayed_failure", "cancel")

@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 if TYPE_CHECKING:
-    from portal.emulators.mollie import MollieEmulator
+    from quittance_emulators.mollie import MollieEmulator
 
 BANNER = "TEST MODE — Mollie emulator"
 METHOD_LABELS = {"ideal": "iDEAL", "bancontact": "Bancontact", "banktransfer": "Bank transfer",
@@ -134,7 +134,7 @@ def _flag(value: Any) -> bool:
 
 def control_routes(emulator: MollieEmulator) -> list[Route]:
     """`/_control/...`: set status, refund (and settle it), chargeback, reverse, resend, hold/release, deliveries."""
-    from portal.emulators.mollie import MollieAPIError  # mollie.py imports this module first
+    from quittance_emulators.mollie import MollieAPIError  # mollie.py imports this module first
 
     emu = emulator
     actions: dict[str, tuple[list[str], Callable[[dict[str, Any], dict[str, Any]], Any]]] = {

@@ -32,8 +32,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from portal.emulators import mollie_pages as pages
-from portal.emulators.server import ThreadedServer, free_port
+from quittance_emulators import mollie_pages as pages
+from quittance_emulators.server import ThreadedServer, free_port
 
 HAL = "application/hal+json"
 METHODS = ("ideal", "bancontact", "banktransfer", "creditcard", "paypal", "kbc", "belfius")
