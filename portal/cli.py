@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import click
+import sqlalchemy
 
 from portal.clock import SystemClock
 from portal.db import Database
@@ -18,6 +19,7 @@ from portal.domain import organizations as orgs
 from portal.domain.links import issue_url, revoke_links
 from portal.encryption import EncryptionKeyError, SecretBox, generate_key
 from portal.errors import QuittanceError
+from portal.logs import configure_logging, logging_config
 from portal.settings import Settings, SettingsError
 from portal.storage import StorageError, open_store
 from portal.tokens import TokenService
@@ -40,7 +42,8 @@ def _database() -> Database:
 @click.group()
 def main() -> None:
     """Quittance: customer invoice and payment portal."""
-    _settings()  # every command stops here on a bad setting, before it does anything
+    settings = _settings()  # every command stops here on a bad setting, before it does anything
+    configure_logging(settings.log_format, settings.log_level)
 
 
 @main.command()
@@ -63,11 +66,14 @@ def serve(host: str, port: int, workers: int, keep_alive: int, graceful_timeout:
     from portal.web.server import Timeouts
     from portal.web.server import serve as serve_web
 
-    if not _settings().secret_keys:
+    settings = _settings()
+    _check_before_start(settings)
+    if not settings.secret_keys:
         click.echo("warning: PORTAL_SECRET_KEYS is not set; debtor links are signed with a development key that "
                    "anyone can read in the source. Set it before real debtors get links.", err=True)
     sys.exit(serve_web(host, port, workers,
-                       timeouts=Timeouts(keep_alive=keep_alive, graceful=graceful_timeout, worker=worker_timeout)))
+                       timeouts=Timeouts(keep_alive=keep_alive, graceful=graceful_timeout, worker=worker_timeout),
+                       logging=logging_config(settings.log_format, settings.log_level)))
 
 
 @main.group()
@@ -379,17 +385,52 @@ def _secret_box() -> SecretBox:
 
 
 @main.command()
-def worker() -> None:
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve this worker's metrics (Prometheus text format) on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+def worker(metrics_port: int | None, metrics_host: str) -> None:
     """Deliver outbox events through the connectors, reconcile payments and run scheduled imports."""
     import asyncio
 
     from portal.worker import run_until_signalled
 
+    settings = _settings()
+    _check_before_start(settings)
     database = _database()
     try:
-        asyncio.run(run_until_signalled(database, _settings()))
+        if metrics_port is not None:
+            from portal.metrics import serve_worker_metrics
+
+            serve_worker_metrics(database, metrics_host, metrics_port)
+        asyncio.run(run_until_signalled(database, settings))
     finally:
         database.dispose()
+
+
+def _check_before_start(settings: Settings) -> None:
+    """What `portal serve` and `portal worker` check before they take any work, so that a wrong setting is
+    one clear line and exit status 2 at start, never a failure at the first payment or upload."""
+    from portal.domain.stored_secrets import check_all
+
+    database = Database.from_url(settings.database_url)
+    try:
+        database.run(check_all, SecretBox(settings.encryption_keys), write=False)
+    except EncryptionKeyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        click.echo(f"error: PORTAL_DATABASE_URL: the database cannot be used ({type(exc).__name__}: "
+                   f"{str(exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc).strip()}); is it "
+                   "running, and migrated (`portal db upgrade`)?", err=True)
+        sys.exit(2)
+    finally:
+        database.dispose()
+    try:
+        open_store(settings.document_store_url).check_writable()
+    except (StorageError, OSError) as exc:
+        variable = "PORTAL_STORAGE_URL" if settings.storage_url else "PORTAL_STORAGE_DIR"
+        click.echo(f"error: {variable}: the document store refused a test write ({exc})", err=True)
+        sys.exit(2)
 
 
 @main.group()

@@ -68,12 +68,12 @@ def logging_config(log_format: str = "text", level: str = "INFO") -> dict[str, A
     if log_format not in FORMATS:
         raise ValueError(f"log format is one of {', '.join(FORMATS)}")
     formatters: dict[str, Any] = {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        "text": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s [%(request_id)s] %(message)s",
                  "datefmt": "%Y-%m-%dT%H:%M:%S%z"},
         "json": {"()": "pythonjsonlogger.json.JsonFormatter",
                  "format": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(organization)s "
-                           "%(route)s",
-                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+                           "%(route)s %(process)d",
+                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"},
                  "datefmt": "%Y-%m-%dT%H:%M:%S%z"},
     }
     return {
@@ -83,11 +83,14 @@ def logging_config(log_format: str = "text", level: str = "INFO") -> dict[str, A
         "formatters": {"portal": formatters[log_format]},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
                                 "formatter": "portal", "filters": ["context", "redact"]}},
-        "root": {"handlers": ["stderr"], "level": level},
+        # Other libraries at warning (httpx, say, logs each request's URL at info), unless debugging.
+        "root": {"handlers": ["stderr"], "level": level if level == "DEBUG" else "WARNING"},
         "loggers": {
-            # Their own handlers would write a second, unfiltered copy: everything goes through the root's.
-            **{name: {"handlers": [], "propagate": True} for name in (
-                "uvicorn", "uvicorn.error", "gunicorn", "gunicorn.error")},
+            # The servers' own loggers write through our handler (and its filters), once: gunicorn's uvicorn
+            # worker hands gunicorn.error's handlers to uvicorn.error, so that one must have ours.
+            **{name: {"handlers": ["stderr"], "propagate": False, "level": level} for name in (
+                "gunicorn.error", "uvicorn.error")},
+            "portal": {"level": level},
             # Off: the path of a debtor link is its secret token.
             **{name: {"handlers": [], "propagate": False, "level": "CRITICAL"} for name in (
                 "uvicorn.access", "gunicorn.access")},

@@ -15,8 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Iterator
+from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -79,3 +80,26 @@ def exposition(state: OutboxState, now: dt.datetime) -> bytes:
         registry.register(ThisProcess())
     registry.register(OutboxCollector(state, now))
     return generate_latest(registry)
+
+
+class DatabaseState(Collector):
+    """For the worker's own endpoint: the install-wide state, read from the database at each scrape (in the
+    HTTP server's thread, through the worker's engine)."""
+
+    def __init__(self, database: Any) -> None:
+        self.database = database
+
+    def collect(self) -> Iterator[Metric]:
+        from portal.domain.operations_state import outbox_state
+
+        now = dt.datetime.now(dt.UTC)
+        yield from OutboxCollector(self.database.run(outbox_state, write=False), now).collect()
+
+
+def serve_worker_metrics(database: Any, host: str, port: int) -> None:
+    """`portal worker --metrics-port`: the worker's counters and the database's state over HTTP, from a thread
+    of prometheus-client's own. Bound to loopback by default: it has no token, unlike the server's /metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ThisProcess())
+    registry.register(DatabaseState(database))
+    start_http_server(port, addr=host, registry=registry)

@@ -19,8 +19,10 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from asgi_correlation_id import correlation_id
 from starlette.concurrency import run_in_threadpool
 
+from portal import logs, metrics
 from portal.clock import Clock, SystemClock, as_utc
 from portal.connectors import registry
 from portal.connectors.network import connector_client
@@ -29,12 +31,15 @@ from portal.connectors.base import Connector, Event, Result
 from portal.db import Database
 from portal.domain import connectors as domain_connectors
 from portal.domain import deliveries as outbox
+from portal.domain.operations_state import worker_succeeded
 from portal.money import format_minor
 from portal.providers.registry import ProviderRegistry
 from portal.reconcile import reconcile
 from portal.settings import Environment, Settings
 
 log = logging.getLogger(__name__)
+# How often a worker records that its loop runs (portal.domain.operations_state, the metrics' heartbeat).
+HEARTBEAT_SECONDS = 5.0
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -59,9 +64,16 @@ async def run_until_signalled(db: Database, settings: Settings) -> None:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     worker = Worker(db, settings, options=WorkerSettings.from_env())
+
+    def stopping(signum: int) -> None:
+        log.info("worker %s: %s received; finishing the %d deliveries in hand, then stopping (nothing new is "
+                 "claimed; an import under way finishes its page)", worker.owner, signal.Signals(signum).name,
+                 worker.in_hand)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping, signum)
     try:
         await worker.run(stop)
     finally:
@@ -81,6 +93,8 @@ class Worker:
         self._client = self._clients[0][0]
         self._connectors: dict[tuple[int, dt.datetime, int], Connector] = {}
         self._next_reconcile = 0.0
+        # Deliveries claimed and not yet recorded (what a SIGTERM waits for).
+        self.in_hand = 0
         # Built once: it keeps one SDK client per provider configuration across reconciliations.
         self._providers = ProviderRegistry(settings)
 
@@ -90,10 +104,15 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker %s started", self.owner)
+        loop = asyncio.get_running_loop()
+        next_beat = 0.0
         while not stop.is_set():
             try:
                 busy = await self.step()
                 await self._housekeeping()
+                if loop.time() >= next_beat:  # a row write every few seconds, not every loop
+                    next_beat = loop.time() + HEARTBEAT_SECONDS
+                    await run_in_threadpool(self.db.run, worker_succeeded, self.owner, self.clock.now())
             except Exception:  # the loop must survive a database hiccup; the claims' leases protect the rest
                 log.exception("worker step failed")
                 busy = 0
@@ -133,8 +152,12 @@ class Worker:
             finally:
                 slots.put_nowait(slot)
 
-        results = await asyncio.gather(*(one(item) for item in claimed))
-        await run_in_threadpool(self.db.run, self._record, results)
+        self.in_hand = len(claimed)
+        try:
+            results = await asyncio.gather(*(one(item) for item in claimed))
+            await run_in_threadpool(self.db.run, self._record, results)
+        finally:
+            self.in_hand = 0
         return len(claimed)
 
     def _claim(self, conn: sa.Connection,
@@ -148,6 +171,10 @@ class Worker:
     async def _deliver(self, item: outbox.Claimed, context: dict[str, Any] | None, slot: int = 0) -> Result:
         if context is None:
             return Result("failed", "the delivery's event or connector is gone")
+        # This delivery's log lines carry the id of the request that caused its event (each delivery runs in
+        # a task of its own, so these are its own).
+        correlation_id.set(context["event"].request_id or f"delivery-{item.id}")
+        logs.organization.set(context["event"].organization_slug)
         try:
             connector = self._connector(context, slot)
             return await connector.deliver(context["event"], item.idempotency_key)
@@ -166,6 +193,7 @@ class Worker:
         now = self.clock.now()
         delivered: dict[int | None, list[int]] = {}
         for item, result in results:
+            metrics.deliveries.labels(result.outcome).inc()
             if result.outcome == "delivered":
                 delivered.setdefault(result.status_code, []).append(item.id)
         for status_code, ids in delivered.items():
@@ -237,7 +265,7 @@ def _contexts(conn: sa.Connection, delivery_ids: list[int]) -> dict[int, dict[st
                         "locale": row.locale}
         event = Event(id=row.event_id, type=row.event_type, organization_slug=row.slug,
                       created_at=as_utc(row.created_at), data=row.payload, invoice=invoice,  # type: ignore[arg-type]
-                      customer=customer)
+                      customer=customer, request_id=row.request_id)
         contexts[row.id] = {"event": event, "connector_id": row.connector_id, "connector_type": row.connector_type,
                             "connector_settings": row.connector_settings,
                             "connector_updated_at": row.connector_updated_at}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -72,14 +73,15 @@ def portal(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def start(tmp: Path, *args: str, workers: int = 2, port_from_env: bool = False) -> Server:
+def start(tmp: Path, *args: str, workers: int = 2, port_from_env: bool = False,
+          environment: dict[str, str] | None = None) -> Server:
     """`portal serve` on a free port (given with --port, or in $PORT as a platform does), once every worker has
     started its app."""
     url = f"sqlite:///{tmp / 'portal.db'}"
     upgrade(url)
     env = {**os.environ, "PORTAL_DATABASE_URL": url, "PORTAL_STORAGE_DIR": str(tmp / "files"),
            "PORTAL_SECRET_KEYS": "test-server-key", "PORTAL_LIMIT_JSON_BYTES": str(JSON_LIMIT),
-           "NO_PROXY": "127.0.0.1,localhost"}
+           "NO_PROXY": "127.0.0.1,localhost", **(environment or {})}
     portal(env, "org", "create", "acme", "--name", "Acme")
     key = portal(env, "apikey", "create", "acme", "--name", "tests").strip().splitlines()[-1]
     port = free_port()
@@ -121,17 +123,17 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(server: Server) -> N
     started = time.monotonic()
     served = 0
     while time.monotonic() - started < 3:  # meanwhile, every request (each on a new connection) is answered
-        assert httpx.get(f"{server.base_url}/l/not-a-token", timeout=10).status_code == 404
+        assert httpx.get(f"{server.base_url}/healthz", timeout=10).status_code == 200
         served += 1
     assert served >= 2
     deadline = started + 20
     while not (replacements := set(server.workers()) - {first, second}) or \
-            f"[{min(replacements)}] [INFO] Application startup complete" not in server.log_text():
+            not re.search(rf"\[{min(replacements)}\] INFO \S+ \[-\] Application startup complete", server.log_text()):
         assert time.monotonic() < deadline, f"no replacement worker:\n{server.log_text()}"
         time.sleep(0.1)
     assert sorted(server.workers()) == sorted([second, *replacements])
     assert f"Worker (pid:{first}) was sent SIGKILL" in server.log_text()
-    assert httpx.get(f"{server.base_url}/l/not-a-token", timeout=10).status_code == 404
+    assert httpx.get(f"{server.base_url}/healthz", timeout=10).status_code == 200
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(server: Server) -> None:
@@ -198,7 +200,7 @@ def test_a_client_that_hangs_up_mid_body_costs_one_short_line(server: Server) ->
     time.sleep(1)  # anything else it would log comes now
     new = server.log_text()[len(before):]
     assert len(new.splitlines()) == 1, new
-    assert "[INFO] client hung up before sending the whole request: POST /api/v1/invoices/batch" in new
+    assert " INFO " in new and "client hung up before sending the whole request: POST /api/v1/invoices/batch" in new
     assert "Traceback" not in new
 
 
@@ -302,9 +304,31 @@ def test_a_worker_whose_event_loop_is_stuck_is_replaced(tmp_path: Path) -> None:
 
 
 def test_a_port_in_use_is_refused_with_a_clear_message(server: Server, tmp_path: Path) -> None:
+    env = {**os.environ, "PORTAL_DATABASE_URL": f"sqlite:///{tmp_path / 'other.db'}", "PORTAL_SECRET_KEYS": "k",
+           "PORTAL_STORAGE_DIR": str(tmp_path / "documents")}
+    subprocess.run([sys.executable, "-m", "portal.cli", "db", "upgrade"], env=env, check=True, timeout=60)
     second = subprocess.run([sys.executable, "-m", "portal.cli", "serve", "--port", str(server.port)],
-                            env={**os.environ, "PORTAL_DATABASE_URL": f"sqlite:///{tmp_path / 'other.db'}",
-                                 "PORTAL_SECRET_KEYS": "k"}, capture_output=True, timeout=60)
+                            env=env, capture_output=True, timeout=60)
     assert second.returncode == 1
     assert b"Address already in use" in second.stderr
     assert answers(server.base_url)  # the running server is untouched
+
+
+def test_metrics_add_up_every_workers_requests_and_logs_are_json(tmp_path: Path) -> None:
+    server = start(tmp_path, environment={"PORTAL_METRICS_TOKEN": "scrape-me", "PORTAL_LOG_FORMAT": "json"})
+    try:
+        for _ in range(40):  # each on a new connection, so both workers take some
+            assert httpx.get(f"{server.base_url}/healthz", timeout=10).status_code == 200
+        scrape = httpx.get(f"{server.base_url}/metrics", headers={"Authorization": "Bearer scrape-me"}, timeout=10)
+        assert scrape.status_code == 200
+        counted = re.search(r'^quittance_http_requests_total\{method="GET",route="/healthz",status="200"\} (\S+)$',
+                            scrape.text, re.M)
+        assert counted and float(counted.group(1)) == 40, scrape.text
+        pids = {json.loads(line)["pid"] for line in server.log_text().splitlines() if line.startswith("{")
+                and "Application startup complete" in line}
+        assert len(pids) == 2, "two workers, each counted in the one total"
+    finally:
+        server.stop()
+    lines = [line for line in server.log_text().splitlines() if line.strip()]
+    assert lines and all(line.startswith("{") for line in lines), lines[:5]
+    assert all({"time", "level", "logger", "message", "request_id"} <= json.loads(line).keys() for line in lines)

@@ -308,3 +308,41 @@ def test_the_worker_runs_due_imports_and_keeps_their_cursor(database: Any, tenan
     assert row.last_run["created"] == 5
     assert row.next_run_at.replace(tzinfo=None) == (clock.now().replace(tzinfo=None) +
                                                     __import__("datetime").timedelta(seconds=300))
+
+
+def test_the_request_id_goes_upstream_with_every_attempt(upstream: Any, database: Any, tenant: Tenant,
+                                                          clock: Any) -> None:
+    from asgi_correlation_id import correlation_id
+
+    received, url = upstream
+    tenant.put_invoice()
+    connect(database, tenant, clock, "erp", "webhook", {"url": f"{url}/hooks", "secret": SECRET})
+    token = correlation_id.set("edge-req-77")  # as the web request that recorded the payment had it
+    try:
+        announce_paid(database, tenant, clock)
+    finally:
+        correlation_id.reset(token)
+    received.script = [answer(500)]  # then the default answer: the retry is delivered
+    drain_over_time(database, clock, rounds=2)
+    assert [r.headers.get("x-request-id") for r in received.received] == ["edge-req-77", "edge-req-77"]
+    assert statuses(database) == [("delivered", 2)]
+
+
+def test_a_running_worker_records_its_heartbeat(database: Any, clock: Any) -> None:
+    from portal.domain.operations_state import outbox_state
+
+    async def one_loop() -> None:
+        w = worker(database, clock)
+        stop = asyncio.Event()
+        task = asyncio.create_task(w.run(stop))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if database.run(outbox_state, write=False).worker_last_success_at is not None:
+                break
+        stop.set()
+        await task
+        await w.aclose()
+
+    assert database.run(outbox_state, write=False).worker_last_success_at is None
+    asyncio.run(one_loop())
+    assert database.run(outbox_state, write=False).worker_last_success_at == clock.now()

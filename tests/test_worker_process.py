@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,13 +31,13 @@ def slow_upstream() -> Iterator[tuple[Upstream, str]]:
         yield received, url
 
 
-def start_worker(database: Any) -> subprocess.Popen[bytes]:
+def start_worker(database: Any, *args: str, stderr: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PORTAL_DATABASE_URL": database.engine.url.render_as_string(hide_password=False),
            "PORTAL_WORKER_LEASE_SECONDS": "2", "PORTAL_WORKER_BATCH": "20", "PORTAL_WORKER_CONCURRENCY": "8",
            "PORTAL_WORKER_RECONCILE_SECONDS": "100000", "NO_PROXY": "127.0.0.1,localhost",
            "PORTAL_CONNECTORS_ALLOW_PRIVATE_NETWORKS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "portal.cli", "worker"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen([sys.executable, "-m", "portal.cli", "worker", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=stderr)
 
 
 def wait_for(condition: Any, timeout: float) -> None:
@@ -86,3 +87,57 @@ def test_sigkill_mid_run_loses_nothing(slow_upstream: Any, database: Any, tenant
     with database.transaction() as conn:
         assert conn.scalar(sa.select(sa.func.count()).where(deliveries.c.status == "in_flight")) == 0
     assert second.returncode == 0, "SIGTERM ends the worker cleanly"
+
+
+def test_sigterm_finishes_the_deliveries_in_hand_and_says_so(slow_upstream: Any, database: Any, tenant: Tenant,
+                                                             clock: Any, tmp_path: Any) -> None:
+    received, url = slow_upstream
+    items = [{"customer": "C1", "status": "open", "currency": "EUR", "total": "10.00", "external_id": f"T-{i}"}
+             for i in range(EVENTS)]
+    assert tenant.client.post("/api/v1/invoices/batch", json={"invoices": items}).json()["created"] == EVENTS
+    connect(database, tenant, clock, "erp", "webhook", {"url": url, "secret": SECRET})
+    ids = invoice_ids(database)
+    database.run(lambda conn: [announce(conn, tenant.org.id, "invoice.paid", {"n": i}, clock.now(),
+                                        invoice_id=ids[f"T-{i}"]) for i in range(EVENTS)])
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as stderr:
+        process = start_worker(database, stderr=stderr)
+    try:
+        wait_for(lambda: len(received.received) >= 30, timeout=60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    text = log.read_text()
+    assert "SIGTERM received; finishing the" in text and "deliveries in hand, then stopping" in text, text
+    assert "stopped" in text.splitlines()[-1], text
+    with database.transaction() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).where(deliveries.c.status == "in_flight")) == 0, \
+            "nothing left leased: what it held was delivered and recorded before it stopped"
+        delivered = conn.scalar(sa.select(sa.func.count()).where(deliveries.c.status == "delivered"))
+    assert delivered == len(set(received.keys())) < EVENTS
+
+
+def test_the_worker_serves_its_metrics_when_asked(database: Any, tenant: Tenant, clock: Any) -> None:
+    import socket
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = start_worker(database, "--metrics-port", str(port))
+    try:
+        def scraped() -> str:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.TransportError:
+                return ""
+
+        wait_for(lambda: "quittance_worker_last_success_timestamp_seconds" in scraped() and not
+                 re.search(r"^quittance_worker_last_success_timestamp_seconds 0\.0$", scraped(), re.M), timeout=30)
+        text = scraped()
+        assert re.search(r'^quittance_outbox_deliveries\{status="pending"\} 0\.0$', text, re.M)
+        assert "process_cpu_seconds_total" in text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)

@@ -28,6 +28,12 @@ class Event:
     data: dict[str, Any]
     invoice: dict[str, Any] | None = None      # external_id, number, customer, currency, total, amount_due, status
     customer: dict[str, Any] | None = None     # external_id, name, email, locale
+    # The X-Request-ID of the request that caused the event (None for a command's): sent upstream with it.
+    request_id: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        """What every HTTP delivery of this event sends besides its own headers."""
+        return {"X-Request-ID": self.request_id} if self.request_id else {}
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "type": self.type, "organization": self.organization_slug,

@@ -134,5 +134,5 @@ class StatusPatchConnector:
             body = render_body(spec.get("body"), context) if "body" in spec else None
         except MissingValue as exc:
             return Result("failed", f"the event has no value for {{{exc.args[0]}}}")
-        headers = {**self.headers, "Idempotency-Key": idempotency_key, "User-Agent": "Quittance/1"}
+        headers = {**event.headers(), **self.headers, "Idempotency-Key": idempotency_key, "User-Agent": "Quittance/1"}
         return await send(self._client, str(spec["method"]).upper(), url, json=body, headers=headers)

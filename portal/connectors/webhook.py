@@ -49,7 +49,7 @@ class WebhookConnector:
 
     async def deliver(self, event: Event, idempotency_key: str) -> Result:
         body = orjson.dumps(event.as_json())
-        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key,
+        headers = {**event.headers(), "Content-Type": "application/json", "Idempotency-Key": idempotency_key,
                    "Quittance-Signature": signature(self.secret, int(time.time()), body),
                    "Quittance-Event": event.type, "User-Agent": "Quittance-Webhooks/1"}
         return await send(self._client, "POST", self.url, content=body, headers=headers)

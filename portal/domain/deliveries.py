@@ -168,7 +168,7 @@ def delivery_contexts(conn: sa.Connection, delivery_ids: Sequence[int]) -> list[
     connector, and the invoice and customer it is about (None for an event about no invoice)."""
     return conn.execute(
         sa.select(deliveries.c.id, outbox_events.c.id.label("event_id"), outbox_events.c.event_type,
-                  outbox_events.c.payload, outbox_events.c.created_at, organizations.c.slug,
+                  outbox_events.c.payload, outbox_events.c.created_at, outbox_events.c.request_id, organizations.c.slug,
                   connectors.c.id.label("connector_id"), connectors.c.type.label("connector_type"),
                   connectors.c.settings.label("connector_settings"),
                   connectors.c.updated_at.label("connector_updated_at"), invoices.c.external_id,

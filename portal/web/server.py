@@ -35,10 +35,18 @@ import dataclasses
 import os
 import pkgutil
 import signal
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from uvicorn_worker import UvicornWorker
+
+from portal.logs import logging_config
+
+# portal.metrics' variable, spelled here: importing prometheus-client in the arbiter before setting it would
+# hand every forked worker the single-process mode.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 APP = "portal.web.asgi:app"
 # What every worker's uvicorn gets (uvicorn.Config's arguments). The address a client connected from comes from
@@ -61,11 +69,13 @@ LIFESPAN_END_SECONDS = 5
 
 
 def serve(host: str, port: int, workers: int, app: Any = APP, *, timeouts: Timeouts = Timeouts(),
-          **options: Any) -> int:
+          logging: dict[str, Any] | None = None, **options: Any) -> int:
     """Serve `app` (an import string "module:name", or an ASGI app) with `workers` processes until SIGTERM or
     SIGINT; returns the exit status. `options` go to each worker's uvicorn.Config (e.g. `factory=True` when the
     import string names a function that builds the app). bench/ serves its bare ceilings through this too, so
     that they are served exactly like the app."""
+    logging = logging or logging_config()
+    _share_metrics_between_workers()
     worker_class = type("PortalWorker", (Worker,), {"CONFIG_KWARGS": {
         **UVICORN, "timeout_graceful_shutdown": timeouts.graceful, **options}})
     settings = {
@@ -78,7 +88,11 @@ def serve(host: str, port: int, workers: int, app: Any = APP, *, timeouts: Timeo
         "proc_name": "portal-web",
         # gunicorn >= 25.1 opens a control socket in $HOME by default; one path for every server on the machine.
         "control_socket_disable": True,
-        "logconfig_dict": LOGGING,
+        # Complete (gunicorn merges it over its defaults key by key): our handler, format and filters for
+        # gunicorn's, uvicorn's and the app's loggers alike (portal.logs).
+        "logconfig_dict": logging,
+        # prometheus-client's multiprocess mode: a finished worker's live gauges are dropped.
+        "child_exit": _forget_metrics_of,
     }
     try:
         Server(app, settings).run()
@@ -87,18 +101,22 @@ def serve(host: str, port: int, workers: int, app: Any = APP, *, timeouts: Timeo
     return 0
 
 
-# gunicorn's own logging (its defaults, merged with this), with the app's loggers (`portal.*`) at info and other
-# libraries' at warning, all on standard error in gunicorn's format, and no line printed twice.
-LOGGING: dict[str, Any] = {
-    "root": {"level": "WARNING", "handlers": ["error_console"]},
-    "loggers": {
-        "portal": {"level": "INFO"},
-        "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False,
-                           "qualname": "gunicorn.error"},
-        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False,
-                            "qualname": "gunicorn.access"},
-    },
-}
+def _share_metrics_between_workers() -> None:
+    """prometheus-client's multiprocess mode (portal.metrics): each worker writes its counters to files in
+    PROMETHEUS_MULTIPROC_DIR, and /metrics adds them up. Set before any worker starts (the library reads it when
+    imported); a directory the operator gives is emptied of the last run's files, else a new one is made."""
+    given = os.environ.get(MULTIPROCESS_DIR)
+    if given:
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+    else:
+        os.environ[MULTIPROCESS_DIR] = tempfile.mkdtemp(prefix="quittance-metrics-")
+
+
+def _forget_metrics_of(_server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 class Worker(UvicornWorker):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import os
 import re
 from typing import Any
 
@@ -84,7 +85,7 @@ def test_json_log_lines_carry_the_request_id_route_and_organization(capsys: pyte
     mine = [line for line in lines if line["logger"] == "portal.test"]
     assert mine[0] == {"time": mine[0]["time"], "level": "INFO", "logger": "portal.test",
                        "message": "handling invoice INV-3", "request_id": "rid-1", "organization": "acme",
-                       "route": "/invoices/{external_id}"}
+                       "route": "/invoices/{external_id}", "pid": os.getpid()}
     assert (mine[1]["request_id"], mine[1]["organization"], mine[1]["route"]) == ("-", None, None)
 
 
