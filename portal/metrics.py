@@ -42,6 +42,17 @@ deliveries = Counter("quittance_worker_deliveries_total", "Outbox deliveries att
                      ["result"])
 
 
+def count_payment(outcome: Any) -> str:
+    """Count what applying a provider's report did (a payments.Outcome); the webhook outcome it makes."""
+    if outcome.review_reason:
+        payments.labels("review").inc()
+        return "review"
+    if outcome.recorded_payment:
+        payments.labels("applied").inc()
+        return "applied"
+    return "no_change"
+
+
 class OutboxCollector(Collector):
     """The install-wide state read from the database for one scrape."""
 

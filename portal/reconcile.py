@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from portal import metrics
 from portal.db import Database
 from portal.domain import checkouts, payments
 from portal.domain.payment_settings import config_for
@@ -49,6 +50,7 @@ async def reconcile(db: Database, providers: ProviderRegistry, settings: Setting
             log.warning("could not ask %s about %s: %s", checkout.provider, checkout.public_id, exc)
             continue
         outcome = await db.write(payments.apply, checkout.organization_id, observation, now, durable=True)
+        metrics.count_payment(outcome)
         if outcome.checkout_status != checkout.status or outcome.recorded_payment:
             report.changed += 1
     return report

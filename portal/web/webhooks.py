@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from portal import metrics
 from portal.db.organizations import organizations
 from portal.db.payments import payment_settings, provider_events
 from portal.domain import payments
@@ -81,29 +82,37 @@ def _empty(status: int) -> Response:
     return Response(status_code=status)
 
 
+def _counted(provider: str, outcome: str, status: int) -> Response:
+    """The answer to a provider, counted by outcome (quittance_webhooks_total)."""
+    metrics.webhooks.labels(provider, outcome).inc()
+    return _empty(status)
+
+
 async def mollie(request: Request) -> Response:
     body = await read_bounded(request, MOLLIE_BODY_LIMIT)
     org_id, config = await _organization(request)
     try:
         payment_id = parse_qs(body.decode(), max_num_fields=5).get("id", [""])[0]
     except (UnicodeDecodeError, ValueError):
-        return _empty(400)
-    if not PAYMENT_ID.fullmatch(payment_id) or "mollie" not in config.providers:
-        return _empty(400 if not PAYMENT_ID.fullmatch(payment_id) else 200)
+        return _counted("mollie", "malformed", 400)
+    if not PAYMENT_ID.fullmatch(payment_id):
+        return _counted("mollie", "malformed", 400)
+    if "mollie" not in config.providers:
+        return _counted("mollie", "not_offered", 200)
     services = _services(request)
     try:
         observation = await provider_call(services.providers.get("mollie", config).fetch, payment_id)
     except UnknownPayment:
-        return _empty(200)
+        return _counted("mollie", "unknown_payment", 200)
     except ProviderUnavailable:
         log.warning("Mollie unreachable while handling the webhook for %s", payment_id)
-        return _empty(503)
+        return _counted("mollie", "provider_unavailable", 503)
     outcome = await services.db.write(payments.apply, org_id, observation, services.now(), durable=True)
     if outcome.elsewhere:
         log.info("mollie %s: a payment of another organization, left to its own webhook", payment_id)
-        return _empty(200)
+        return _counted("mollie", "elsewhere", 200)
     log.info("mollie %s: %s", payment_id, outcome)
-    return _empty(200)
+    return _counted("mollie", metrics.count_payment(outcome), 200)
 
 
 @dataclass(frozen=True)
@@ -198,16 +207,20 @@ async def stripe(request: Request) -> Response:
             event = services.providers.stripe(known.config).verify(body, signature)
         except BadWebhook:
             if fresh:
-                return _empty(400)
+                return _counted("stripe", "bad_signature", 400)
             known, fresh = await _fresh(request, slug), True
             continue
         outcome = await services.db.write(record, known, event, durable=True)
         if outcome is not _STALE:
             log.info("stripe %s %s: %s", event.event_type, event.event_id, outcome)
-            return _empty(200)
+            if outcome is None:
+                return _counted("stripe", "duplicate_or_ignored", 200)
+            if outcome.elsewhere:
+                return _counted("stripe", "elsewhere", 200)
+            return _counted("stripe", metrics.count_payment(outcome), 200)
         known, fresh = await _fresh(request, slug), True
     log.warning("stripe: the payment settings of %s kept changing while an event was checked", slug)
-    return _empty(503)  # Stripe retries
+    return _counted("stripe", "settings_changing", 503)  # Stripe retries
 
 
 routes = [

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 import sqlalchemy as sa
 from markupsafe import escape
 from starlette.testclient import TestClient
@@ -153,6 +154,10 @@ def test_mollie_unreachable_gets_503_so_mollie_retries(app: Any, database: Any, 
     assert time.monotonic() - started < 6
 
 
+def webhooks_counted(outcome: str, provider: str = "stripe") -> float:
+    return REGISTRY.get_sample_value("quittance_webhooks_total", {"provider": provider, "outcome": outcome}) or 0.0
+
+
 def test_pay_with_a_stripe_card_and_signed_webhooks(debtor: Debtor, database: Any, stripe_emulator: Any,  # noqa: F811
                                                     tenant: Tenant) -> None:
     answer = checkout(debtor, database, "stripe:card", "A", "B")
@@ -165,11 +170,14 @@ def test_pay_with_a_stripe_card_and_signed_webhooks(debtor: Debtor, database: An
     stripe_emulator.complete(session_id, "success")
     completed = [e for e in stripe_emulator.events[emitted:] if e["type"] == "checkout.session.completed"][0]
     hooks = TestClient(debtor.client.app)
+    counted = {outcome: webhooks_counted(outcome) for outcome in ("applied", "duplicate_or_ignored")}
     for _ in range(3):
         body, headers = stripe_emulator.build_webhook(completed)
         assert hooks.post("/webhooks/stripe/acme", content=body, headers=headers).status_code == 200
     assert invoice_state(database) == {"A": ("paid", 10000), "B": ("paid", 5000)}
     assert count(database, payments) == 1 and count(database, provider_events) == 1
+    assert webhooks_counted("applied") - counted["applied"] == 1, "quittance_webhooks_total, for the operators"
+    assert webhooks_counted("duplicate_or_ignored") - counted["duplicate_or_ignored"] == 2
 
     duplicate = dict(completed, id="evt_duplicate_of_completed")
     body, headers = stripe_emulator.build_webhook(duplicate)
@@ -203,8 +211,10 @@ def test_stripe_signature_gauntlet(debtor: Debtor, database: Any, stripe_emulato
     attempts = [(bytes(flipped), headers), (body, wrong), (body, {"content-type": "application/json"}),
                 (body, stale), (reserialised, headers),
                 (body, {**headers, "Stripe-Signature": headers["Stripe-Signature"].replace("v1=", "v0=")})]
+    refused = webhooks_counted("bad_signature")
     for attempt_body, attempt_headers in attempts:
         assert hooks.post("/webhooks/stripe/acme", content=attempt_body, headers=attempt_headers).status_code == 400
+    assert webhooks_counted("bad_signature") - refused == len(attempts)
     assert count(database, payments) == 0 and count(database, provider_events) == 0
     assert invoice_state(database)["A"] == ("open", 0)
 

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from portal import metrics
 from portal.domain import checkouts, payments, rate_limits
 from portal.domain.checkouts import OPEN_STATES
 from portal.domain.links import DebtorScope
@@ -216,8 +217,9 @@ async def _observe(services: Any, config: ProviderConfig, checkout: Any) -> None
     provider = services.providers.get(checkout.provider, config)
     with contextlib.suppress(ProviderError):
         observation = await provider_call(provider.fetch, checkout.provider_ref)
-        await services.db.write(payments.apply, checkout.organization_id, observation, services.now(),
-                                durable=True)
+        outcome = await services.db.write(payments.apply, checkout.organization_id, observation, services.now(),
+                                          durable=True)
+        metrics.count_payment(outcome)
 
 
 async def return_page(request: Request) -> Response:
