@@ -31,8 +31,11 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
+from portal.db.invoices import invoices as invoices_table
+from portal.db.organizations import organizations
 from portal.demo import minimal_pdf as demo_pdf
 from portal.emulators.mollie import MollieEmulator
 from portal.emulators.stripe import StripeEmulator
@@ -260,6 +263,18 @@ def _discover_ids(server: PortalServer) -> None:
     assert set(server.ids) == shown, f"history pages show {sorted(server.ids)}, expected {sorted(shown)}"
 
 
+def _check_stored_in(database_url: str) -> None:
+    """The server keeps what the API received in this backend's database, not in a default one elsewhere."""
+    engine = sa.create_engine(database_url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            numbers = conn.execute(sa.select(invoices_table.c.number).join(organizations).where(
+                organizations.c.slug == ORG_SLUG)).scalars().all()
+    finally:
+        engine.dispose()
+    assert sorted(numbers) == sorted(i.number for i in INVOICES), numbers
+
+
 @pytest.fixture(scope="session")
 def providers(backend: str) -> Iterator[Providers]:
     """Mollie and Stripe emulators for the tests of one backend, served from threads of this process on loopback
@@ -314,6 +329,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory, providers: Providers, datab
             server = PortalServer(base_url, api, dt.datetime.now(dt.UTC).date(), log_path, providers=providers)
             _push_data(server)
             _discover_ids(server)
+            _check_stored_in(database_url)
             yield server
     finally:
         _stop(process)
