@@ -1,8 +1,12 @@
 """The real product for the browser tests: `portal serve` in its own process on a free loopback port, with a
-throwaway SQLite database and document store, filled through the machine API over HTTP as a billing system
-would fill it; the Mollie and Stripe emulators in this process (their own threads and loopback ports), which
+throwaway database and document store, filled through the machine API over HTTP as a billing system would fill
+it; the Mollie and Stripe emulators in this process (their own threads and loopback ports), which
 the server's real SDKs call and which deliver webhooks to the server over real HTTP; and Chromium (Debian's,
 launched by path) driven by Playwright.
+
+Every test runs once per database backend (`--db`, see the conftest.py at the top of the repository): on a
+SQLite file, and on a database of its own in the run's PostgreSQL, which tests/ shares. Each backend has its own
+migrated database, server process and emulators, started once for all the tests of that backend.
 
 Dates are relative to today (the server runs on the system clock), with margins of days, so the same
 invoices are overdue, due soon or open on every run.
@@ -27,11 +31,15 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
+from portal.db.invoices import invoices as invoices_table
+from portal.db.organizations import organizations
 from portal.demo import minimal_pdf as demo_pdf
 from quittance_emulators.mollie import MollieEmulator
 from quittance_emulators.stripe import StripeEmulator
+from tests.support.postgres import database_of_its_own
 
 REPO = Path(__file__).resolve().parent.parent
 AXE_JS = REPO / "e2e" / "node_modules" / "axe-core" / "axe.min.js"
@@ -154,10 +162,11 @@ class PortalServer:
         return self.today + dt.timedelta(days=offset)
 
 
-def _portal_env(workdir: Path, base_url: str, providers: Providers | None = None) -> dict[str, str]:
+def _portal_env(workdir: Path, database_url: str, base_url: str,
+                providers: Providers | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
     env.update({
-        "PORTAL_DATABASE_URL": f"sqlite:///{workdir / 'portal.db'}",
+        "PORTAL_DATABASE_URL": database_url,
         "PORTAL_STORAGE_DIR": str(workdir / "documents"),
         # The server's real loopback address: links, return pages and the webhook URLs the providers call.
         "PORTAL_BASE_URL": base_url,
@@ -254,10 +263,24 @@ def _discover_ids(server: PortalServer) -> None:
     assert set(server.ids) == shown, f"history pages show {sorted(server.ids)}, expected {sorted(shown)}"
 
 
+def _check_stored_in(database_url: str) -> None:
+    """The server keeps what the API received in this backend's database, not in a default one elsewhere."""
+    engine = sa.create_engine(database_url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            numbers = conn.execute(sa.select(invoices_table.c.number).join(organizations).where(
+                organizations.c.slug == ORG_SLUG)).scalars().all()
+    finally:
+        engine.dispose()
+    assert sorted(numbers) == sorted(i.number for i in INVOICES), numbers
+
+
 @pytest.fixture(scope="session")
-def providers() -> Iterator[Providers]:
-    """Mollie and Stripe emulators for the whole run, served from threads of this process on loopback ports.
-    Their retry clocks are compressed (an hour a second), so a refused webhook is retried within the test."""
+def providers(backend: str) -> Iterator[Providers]:
+    """Mollie and Stripe emulators for the tests of one backend, served from threads of this process on loopback
+    ports. Their retry clocks are compressed (an hour a second), so a refused webhook is retried within the test.
+    Each backend's server has emulators of its own: Stripe sends every event to every endpoint registered with
+    it, and none may go to the other backend's server."""
     mollie = MollieEmulator({MOLLIE_KEY})
     stripe = StripeEmulator({STRIPE_KEY}, webhook_secrets=[STRIPE_WEBHOOK_SECRET])
     try:
@@ -270,11 +293,23 @@ def providers() -> Iterator[Providers]:
 
 
 @pytest.fixture(scope="session")
-def portal(tmp_path_factory: pytest.TempPathFactory, providers: Providers) -> Iterator[PortalServer]:
-    workdir = tmp_path_factory.mktemp("portal")
+def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory,
+                 request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty database for one backend's server: a SQLite file, or a new database in the run's PostgreSQL."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('e2e-sqlite') / 'portal.db'}"
+        return
+    with database_of_its_own(request.getfixturevalue("postgresql_url"), "e2e") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def portal(tmp_path_factory: pytest.TempPathFactory, providers: Providers, database_url: str,
+           backend: str) -> Iterator[PortalServer]:
+    workdir = tmp_path_factory.mktemp(f"portal-{backend}")
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = _portal_env(workdir, base_url, providers)
+    env = _portal_env(workdir, database_url, base_url, providers)
     # Stripe sends every event to the endpoints registered in its dashboard; Mollie calls the webhookUrl the
     # server puts in each payment.
     providers.stripe.add_webhook_endpoint(f"{base_url}/webhooks/stripe/{ORG_SLUG}", STRIPE_WEBHOOK_SECRET)
@@ -294,6 +329,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory, providers: Providers) -> It
             server = PortalServer(base_url, api, dt.datetime.now(dt.UTC).date(), log_path, providers=providers)
             _push_data(server)
             _discover_ids(server)
+            _check_stored_in(database_url)
             yield server
     finally:
         _stop(process)

@@ -1,13 +1,12 @@
 """Fixtures shared by the suite. Every database test runs twice: on SQLite and on PostgreSQL.
 
-PostgreSQL is a throwaway cluster started once per run (tests/support/postgres.py), or the database named by
-PORTAL_TEST_DATABASE_URL. `--db sqlite` or `--db postgresql` runs one backend only.
+The `backend` parameter, the `--db` option and the run's PostgreSQL (`postgresql_url`) are in the conftest.py at
+the top of the repository, which e2e/ shares.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -24,54 +23,34 @@ from portal.db import Database, metadata
 from portal.db.migrate import upgrade
 from portal.domain import organizations as orgs
 from portal.settings import Settings
-from tests.support.postgres import throwaway_cluster
 from tests.support.s3 import S3Server
 from tests.support.s3 import s3_server as serve_s3
 
-BACKENDS = ("sqlite", "postgresql")
 # The Fernet key that encrypts stored provider and connector secrets in tests (PORTAL_ENCRYPTION_KEYS).
 ENCRYPTION_KEY = "q0AnUOhwsJRxY3gMw0rWjSUm1H1sEXwx0h2oc0jBrUw="
 START = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--db", choices=[*BACKENDS, "both"], default="both", help="database backends to test")
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "backend" in metafunc.fixturenames:
-        chosen = metafunc.config.getoption("--db")
-        backends = BACKENDS if chosen == "both" else (chosen,)
-        for only in ("postgresql", "sqlite"):
-            if metafunc.definition.get_closest_marker(f"{only}_only"):
-                backends = tuple(b for b in backends if b == only)
-        metafunc.parametrize("backend", backends, scope="session")
-
-
 @pytest.fixture(scope="session")
-def _databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Database]]:
-    """One migrated database per backend for the whole run, created on first use."""
-    created: dict[str, Database] = {}
-    with ExitStack() as stack:
-        class Lazy(dict[str, Database]):
-            def __missing__(self, backend: str) -> Database:
-                if backend == "sqlite":
-                    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
-                else:
-                    url = os.environ.get("PORTAL_TEST_DATABASE_URL") or stack.enter_context(throwaway_cluster())
-                upgrade(url)
-                database = Database.from_url(url)
-                stack.callback(database.dispose)
-                self[backend] = database
-                return database
-
-        created = Lazy()
-        yield created
+def _databases() -> Iterator[dict[str, Database]]:
+    """One migrated database per backend for the whole run, opened on first use (by `database`)."""
+    opened: dict[str, Database] = {}
+    yield opened
+    for database in opened.values():
+        database.dispose()
 
 
 @pytest.fixture
-def database(backend: str, _databases: dict[str, Database]) -> Iterator[Database]:
+def database(backend: str, _databases: dict[str, Database], request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     """A clean database: every table emptied before the test."""
+    if backend not in _databases:
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
+        else:
+            url = request.getfixturevalue("postgresql_url")
+        upgrade(url)
+        _databases[backend] = Database.from_url(url)
     db = _databases[backend]
     with db.transaction() as conn:
         tables = [t.name for t in reversed(metadata.sorted_tables)]

@@ -12,9 +12,12 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import sqlalchemy as sa
 
 
 def _bindir() -> Path:
@@ -71,3 +74,21 @@ def throwaway_cluster() -> Iterator[str]:
         subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True, cwd=workdir)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def database_of_its_own(url: str, prefix: str) -> Iterator[str]:
+    """Yields the URL of a new, empty database on the server of `url` (named `prefix` and a random suffix);
+    drops it afterwards, whoever is still connected."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        try:
+            yield sa.make_url(url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        engine.dispose()
