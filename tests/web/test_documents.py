@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import stat
-import time
 import zipfile
 from collections.abc import Iterator
 from typing import Any
@@ -300,15 +299,14 @@ def test_a_refused_archive_names_its_offenders_and_leaves_no_trace(
     assert snapshot(settings.storage_dir) == before
 
 
-def test_a_zip_bomb_is_refused_in_seconds(invoices: Tenant, settings: Settings, database: Database,
-                                          clock: FrozenClock) -> None:
-    # With the caps raised out of the way, only the ratio stops 1 GiB of zeros hidden in 1 MB.
+def test_a_zip_bomb_is_refused_by_its_compression_ratio(invoices: Tenant, settings: Settings, database: Database,
+                                                        clock: FrozenClock) -> None:
+    # With the caps raised out of the way, only the ratio stops 1 GiB of zeros hidden in 1 MB (how much of it
+    # is inflated before the refusal is tests/test_archives.py's concern; speed is bench/'s, not a test's).
     client = with_limits(invoices, settings, database, clock, pdf_bytes=2000 * 1024 * 1024,
                          archive_uncompressed_bytes=4000 * 1024 * 1024)
-    started = time.monotonic()
     response = client.post(ARCHIVES, content=raw_zip([bomb_entry("INV-1.pdf", 1024)]), headers=ZIP)
     assert (response.status_code, response.json()["code"]) == (413, "compression_ratio")
-    assert time.monotonic() - started < 3
     assert snapshot(settings.storage_dir) == {}
 
 
