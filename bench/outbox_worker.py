@@ -55,6 +55,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import orjson
+from cryptography.fernet import Fernet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -611,7 +612,9 @@ def run_backend(backend: str, args: argparse.Namespace) -> BackendResult:
     load_before = os.getloadavg()[0]
     problems: list[str] = []
     # The upstream is on loopback, which connectors refuse unless the install allows private networks.
-    extra_env = {"PORTAL_STRIPE_WEBHOOK_SECRETS": STRIPE_SECRET, "PORTAL_CONNECTORS_ALLOW_PRIVATE_NETWORKS": "1"}
+    extra_env = {"PORTAL_STRIPE_WEBHOOK_SECRETS": STRIPE_SECRET, "PORTAL_CONNECTORS_ALLOW_PRIVATE_NETWORKS": "1",
+                 # The connectors' settings are stored encrypted (a key for this run only).
+                 "PORTAL_ENCRYPTION_KEYS": Fernet.generate_key().decode()}
     if args.concurrency is not None:
         extra_env["PORTAL_WORKER_CONCURRENCY"] = str(args.concurrency)
     with tempfile.TemporaryDirectory(prefix=f"quittance-outbox-{backend}-") as tmp, \

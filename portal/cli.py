@@ -491,8 +491,9 @@ def connector_put(org_slug: str, name: str, kind: str, settings_json: str) -> No
         click.echo("error: " + "; ".join(f"{e.path}: {e.message}" for e in exc.errors), err=True)
         sys.exit(1)
     types = registry.event_types(kind, settings)
+    box = _secret_box()
     result = _run(lambda conn: put(conn, orgs.get_organization(conn, org_slug).id, name, kind, settings, types,
-                                   SystemClock().now()))
+                                   SystemClock().now(), box))
     click.echo(f"connector {name} {result}; delivers: {', '.join(types) or 'nothing (it imports)'}")
 
 

@@ -32,6 +32,7 @@ from portal.db import Database
 from portal.domain import connectors as domain_connectors
 from portal.domain import deliveries as outbox
 from portal.domain.operations_state import worker_succeeded
+from portal.encryption import secret_box
 from portal.money import format_minor
 from portal.providers.registry import ProviderRegistry
 from portal.reconcile import reconcile
@@ -97,6 +98,8 @@ class Worker:
         self.in_hand = 0
         # Built once: it keeps one SDK client per provider configuration across reconciliations.
         self._providers = ProviderRegistry(settings)
+        # Opens the connectors' sealed settings (portal.domain.connectors).
+        self._box = secret_box(settings.encryption_keys)
 
     async def aclose(self) -> None:
         for client, _ in self._clients:
@@ -185,8 +188,9 @@ class Worker:
     def _connector(self, context: dict[str, Any], slot: int = 0) -> Connector:
         key = (context["connector_id"], context["connector_updated_at"], slot)
         if key not in self._connectors:
-            self._connectors[key] = registry.build(context["connector_type"], context["connector_settings"],
-                                                   self._clients[slot][0], self.settings)
+            self._connectors[key] = registry.build(
+                context["connector_type"], domain_connectors.settings_of(context["connector_settings"], self._box),
+                self._clients[slot][0], self.settings)
         return self._connectors[key]
 
     def _record(self, conn: sa.Connection, results: list[tuple[outbox.Claimed, Result]]) -> None:
@@ -222,15 +226,16 @@ class Worker:
         now = self.clock.now()
         due = await run_in_threadpool(self.db.run, domain_connectors.due_imports, now, write=False)
         for row in due:
+            settings = domain_connectors.settings_of(row.settings, self._box)
             try:
-                importer = PullImporter(row.settings, self._client)
+                importer = PullImporter(settings, self._client)
                 report = await importer.run(self.db, row.organization_id, row.cursor, now)
                 summary: dict[str, Any] = {"at": now.isoformat(), **report.__dict__}
                 cursor = report.cursor
             except Exception as exc:
                 log.exception("import %s failed", row.name)
                 summary, cursor = {"at": now.isoformat(), "error": f"{type(exc).__name__}: {exc}"}, row.cursor
-            interval = dt.timedelta(seconds=int(row.settings.get("interval_seconds", 300)))
+            interval = dt.timedelta(seconds=int(settings.get("interval_seconds", 300)))
             await run_in_threadpool(self.db.run, domain_connectors.import_ran, row.id, cursor, summary, now + interval)
 
 

@@ -142,3 +142,28 @@ def test_storing_a_secret_without_a_key_or_with_a_bad_key_is_refused(env: str, m
     # Checked with every other setting before any command runs; the value itself is never echoed.
     assert refused.output.startswith("PORTAL_ENCRYPTION_KEYS: expected comma-separated Fernet keys")
     assert "short" not in refused.output
+
+
+def test_connector_credentials_are_sealed_and_rotate_with_the_rest(env: str, monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    configured(env)
+    hook_secret, token = "whsec_connector_0123456789", "Bearer upstream-token-0123456789"
+    cli("connector", "put", "acme", "erp", "--type", "status_patch", "--settings",
+        '{"base": "https://erp.example/api", "headers": {"Authorization": "%s"}, "requests": {"invoice.paid": '
+        '{"method": "PATCH", "url": "{base}/invoices/{invoice.external_id}", "body": {"paid": true}}}}' % token)
+    cli("connector", "put", "acme", "hook", "--type", "webhook", "--settings",
+        '{"url": "https://erp.example/hooks", "secret": "%s"}' % hook_secret)
+    raw = b"".join(path.read_bytes() for path in tmp_path.glob("secrets.db*"))
+    assert hook_secret.encode() not in raw and b"upstream-token" not in raw
+    assert "erp\tstatus_patch" in cli("connector", "list", "acme")
+
+    key = generate_key()
+    monkeypatch.setenv("PORTAL_ENCRYPTION_KEYS", f"{key},{OLD}")
+    assert "re-encrypted the secrets of 3 row(s)" in cli("secrets", "rotate")  # payment settings + 2 connectors
+    database = Database.from_url(env)
+    try:
+        database.run(stored_secrets.check_all, SecretBox([key]))
+        with pytest.raises(EncryptionKeyError):
+            database.run(stored_secrets.check_all, SecretBox([OLD]))
+    finally:
+        database.dispose()

@@ -20,7 +20,8 @@ from portal.db.connectors import deliveries
 from portal.domain import connectors as config
 from portal.domain.outbox import announce
 from portal.worker import Worker, WorkerSettings
-from tests.conftest import Tenant
+from portal.encryption import SecretBox
+from tests.conftest import ENCRYPTION_KEY, Tenant
 from tests.support.upstream import Upstream, answer, serve
 
 SECRET = "whsec_upstream_0123456789"
@@ -35,7 +36,8 @@ def upstream() -> Iterator[tuple[Upstream, str]]:
 
 def connect(database: Any, tenant: Tenant, clock: Any, name: str, kind: str, settings: dict[str, Any]) -> None:
     registry.validate(kind, settings, allow_private_networks=True)
-    database.run(config.put, tenant.org.id, name, kind, settings, registry.event_types(kind, settings), clock.now())
+    database.run(config.put, tenant.org.id, name, kind, settings, registry.event_types(kind, settings), clock.now(),
+                 SecretBox((ENCRYPTION_KEY,)))
 
 
 def invoice_ids(database: Any) -> dict[str, int]:
@@ -55,7 +57,8 @@ def announce_paid(database: Any, tenant: Tenant, clock: Any, external_id: str = 
 def worker(database: Any, clock: Any, **options: Any) -> Worker:
     from portal.settings import Settings
 
-    return Worker(database, Settings(connectors_allow_private_networks=True), clock=clock,
+    return Worker(database, Settings(connectors_allow_private_networks=True, encryption_keys=(ENCRYPTION_KEY,)),
+                  clock=clock,
                   options=WorkerSettings(**{"timeout_seconds": 0.5, "reconcile_seconds": 1e9, **options}))
 
 

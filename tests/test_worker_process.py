@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from portal.db.connectors import deliveries
 from portal.domain.outbox import announce
-from tests.conftest import Tenant
+from tests.conftest import ENCRYPTION_KEY, Tenant
 from tests.support.upstream import Upstream, answer, serve
 from tests.test_worker import SECRET, connect, invoice_ids
 
@@ -35,7 +35,7 @@ def start_worker(database: Any, *args: str, stderr: Any = subprocess.DEVNULL) ->
     env = {**os.environ, "PORTAL_DATABASE_URL": database.engine.url.render_as_string(hide_password=False),
            "PORTAL_WORKER_LEASE_SECONDS": "2", "PORTAL_WORKER_BATCH": "20", "PORTAL_WORKER_CONCURRENCY": "8",
            "PORTAL_WORKER_RECONCILE_SECONDS": "100000", "NO_PROXY": "127.0.0.1,localhost",
-           "PORTAL_CONNECTORS_ALLOW_PRIVATE_NETWORKS": "1"}
+           "PORTAL_CONNECTORS_ALLOW_PRIVATE_NETWORKS": "1", "PORTAL_ENCRYPTION_KEYS": ENCRYPTION_KEY}
     return subprocess.Popen([sys.executable, "-m", "portal.cli", "worker", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=stderr)
 

@@ -22,7 +22,7 @@ from portal.db.invoices import invoices
 from portal.domain.outbox import announce
 from portal.settings import Settings, SmtpSettings
 from portal.worker import Worker, WorkerSettings
-from tests.conftest import START, Tenant
+from tests.conftest import ENCRYPTION_KEY, START, Tenant
 from tests.support.smtp import MAIL_FROM, SmtpServer, free_port, silent_server, smtp_server
 
 FINANCE = "finance@acme.example"
@@ -290,7 +290,7 @@ CSRF = re.compile(r'<input type="hidden" name="csrf" value="([^"]+)">')
 
 def drain(database: Any, clock: Any, smtp: SmtpSettings) -> None:
     async def go() -> None:
-        worker = Worker(database, Settings(smtp=smtp), clock=clock,
+        worker = Worker(database, Settings(smtp=smtp, encryption_keys=(ENCRYPTION_KEY,)), clock=clock,
                         options=WorkerSettings(timeout_seconds=2, reconcile_seconds=1e9))
         try:
             await worker.drain()

@@ -29,7 +29,8 @@ from portal.db.invoices import invoices
 from portal.domain import connectors as config
 from portal.errors import InvalidInput
 from portal.worker import Worker, WorkerSettings
-from tests.conftest import START, Tenant
+from portal.encryption import SecretBox
+from tests.conftest import ENCRYPTION_KEY, START, Tenant
 from tests.connectors.test_pull_import import MAPPING, TOKEN, settings_for
 from tests.support.fake_upstream import FakeUpstream, Reply, order
 from tests.support.upstream import Upstream, answer, serve
@@ -179,7 +180,8 @@ def test_the_worker_connects_through_the_guard(upstream: tuple[Upstream, int], d
     tenant.put_invoice()
     # Written past the API's check, as a name that resolves to loopback would be.
     database.run(config.put, tenant.org.id, "erp", "webhook",
-                 {"url": f"http://0x7f000001:{port}/hooks", "secret": SECRET}, ["invoice.paid"], clock.now())
+                 {"url": f"http://0x7f000001:{port}/hooks", "secret": SECRET}, ["invoice.paid"], clock.now(),
+                 SecretBox((ENCRYPTION_KEY,)))
     invoice_id = database.run(lambda conn: conn.scalar(sa.select(invoices.c.id)))
     database.run(announce, tenant.org.id, "invoice.paid", {"invoice": "INV-1", "amount": "121.00"}, clock.now(),
                  invoice_id=invoice_id)
@@ -192,13 +194,13 @@ def test_the_worker_connects_through_the_guard(upstream: tuple[Upstream, int], d
         finally:
             await worker.aclose()
 
-    asyncio.run(drain(Settings()))
+    asyncio.run(drain(Settings(encryption_keys=(ENCRYPTION_KEY,))))
     assert received.received == []
     deliveries = tenant.client.get("/api/v1/deliveries").json()["items"]
     assert "internal address" in deliveries[0]["last_error"]
 
     clock.advance(hours=2)
-    asyncio.run(drain(Settings(connectors_allow_private_networks=True)))
+    asyncio.run(drain(Settings(connectors_allow_private_networks=True, encryption_keys=(ENCRYPTION_KEY,))))
     assert len(received.received) == 1
 
 

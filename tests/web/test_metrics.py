@@ -21,7 +21,8 @@ from portal.domain import connectors as config
 from portal.domain.operations_state import worker_succeeded
 from portal.domain.outbox import announce
 from portal.settings import Settings
-from tests.conftest import Tenant
+from portal.encryption import SecretBox
+from tests.conftest import ENCRYPTION_KEY, Tenant
 
 TOKEN = "metrics-token-for-tests"
 
@@ -76,7 +77,7 @@ def test_the_outbox_backlog_and_the_workers_heartbeat_come_from_the_database(
     assert empty[("quittance_worker_last_success_timestamp_seconds", ())] == 0
 
     database.run(config.put, tenant.org.id, "erp", "webhook", {"url": "https://erp.example/hook", "secret": "s" * 24},
-                 ["invoice.paid"], clock.now())
+                 ["invoice.paid"], clock.now(), SecretBox((ENCRYPTION_KEY,)))
     database.run(announce, tenant.org.id, "invoice.paid", {"invoice": "X"}, clock.now())
     database.run(worker_succeeded, "host-1:42", clock.now() - dt.timedelta(seconds=30))
     clock.advance(minutes=5)

@@ -12,8 +12,10 @@ from starlette.responses import Response
 from portal.connectors import registry
 from portal.domain import connectors as config
 from portal.domain import deliveries
+from portal.encryption import SecretBox, secret_box
 from portal.errors import FieldError, InvalidInput, NotFound
 from portal.web.api.bodies import read_model
+from portal.web.api.problems import HttpProblem
 from portal.web.api.context import ApiContext, decode_cursor, encode_cursor, json_response, query_limit
 from portal.schemas.convert import iso
 from portal.web.api.operations import Api, QueryParam
@@ -60,8 +62,12 @@ class DeliveryPage(BaseModel):
     next_cursor: str | None
 
 
-def connector_output(row: sa.Row[Any]) -> dict[str, Any]:
-    return {"name": row.name, "type": row.type, "settings": registry.masked(row.settings),
+def box_of(ctx: ApiContext) -> SecretBox:
+    return secret_box(ctx.services.settings.encryption_keys)
+
+
+def connector_output(row: sa.Row[Any], box: SecretBox) -> dict[str, Any]:
+    return {"name": row.name, "type": row.type, "settings": registry.masked(config.settings_of(row.settings, box)),
             "event_types": row.event_types, "cursor": row.cursor, "next_run_at": iso(row.next_run_at),
             "last_run": row.last_run, "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
 
@@ -87,25 +93,30 @@ def register(api: Api) -> None:
                           allow_private_networks=ctx.services.settings.connectors_allow_private_networks)
         types = registry.event_types(body.type, body.settings)
         now = ctx.now()
+        box = box_of(ctx)
+        if not box.configured:
+            raise HttpProblem(503, "encryption-keys-missing", "Cannot store credentials",
+                              "This server has no PORTAL_ENCRYPTION_KEYS, so it cannot store a connector's "
+                              "credentials; its operator must set them (docs/operations.md, Secrets at rest).")
 
         def write(conn: sa.Connection) -> tuple[str, sa.Row[Any]]:
-            result = config.put(conn, ctx.org_id, name, body.type, body.settings, types, now)
+            result = config.put(conn, ctx.org_id, name, body.type, body.settings, types, now, box)
             return result, config.get(conn, ctx.org_id, name)
 
         result, row = await ctx.services.db.write(write)
-        return json_response(connector_output(row), 201 if result == "created" else 200)
+        return json_response(connector_output(row, box), 201 if result == "created" else 200)
 
     @api.operation("GET", "/connectors/{name}", operation_id="getConnector", tags=("connectors",),
                    summary="Read a connector", responses={200: ("The connector", ConnectorOut)})
     async def get(ctx: ApiContext) -> Response:
         return json_response(connector_output(await ctx.services.db.read(config.get, ctx.org_id,
-                                                                         ctx.external_id("name"))))
+                                                                         ctx.external_id("name")), box_of(ctx)))
 
     @api.operation("GET", "/connectors", operation_id="listConnectors", tags=("connectors",),
                    summary="List connectors", responses={200: ("The connectors", ConnectorList)})
     async def listing(ctx: ApiContext) -> Response:
         rows = await ctx.services.db.read(config.listing, ctx.org_id)
-        return json_response({"items": [connector_output(row) for row in rows]})
+        return json_response({"items": [connector_output(row, box_of(ctx)) for row in rows]})
 
     @api.operation("DELETE", "/connectors/{name}", operation_id="deleteConnector", tags=("connectors",),
                    summary="Remove a connector and its waiting deliveries", responses={204: ("Removed", None)})
