@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from cryptography.fernet import Fernet
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from portal.db.invoices import invoices as invoices_table
@@ -143,6 +144,8 @@ class PortalServer:
     pdfs: dict[str, bytes] = field(default_factory=dict)  # invoice number -> the bytes pushed
     ids: dict[str, int] = field(default_factory=dict)  # invoice number -> id in portal URLs
     providers: Providers | None = None
+    # Every secret the server was given or handed out (e2e/test_secrets_in_logs.py looks for each in its log).
+    secrets: list[str] = field(default_factory=list)
 
     def link(self, customer: str = MAIN.external_id, invoices: list[str] | None = None) -> str:
         """A fresh portal link, issued through the machine API."""
@@ -151,6 +154,7 @@ class PortalServer:
         assert response.status_code == 201, response.text
         url = str(response.json()["url"])
         assert url.startswith(f"{self.base_url}/l/"), url
+        self.secrets.append(url.rsplit("/", 1)[1])
         return url
 
     def revoke(self, customer: str) -> int:
@@ -171,6 +175,10 @@ def _portal_env(workdir: Path, database_url: str, base_url: str,
         # The server's real loopback address: links, return pages and the webhook URLs the providers call.
         "PORTAL_BASE_URL": base_url,
         "PORTAL_SECRET_KEYS": secrets.token_urlsafe(32),
+        "PORTAL_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "PORTAL_METRICS_TOKEN": secrets.token_urlsafe(24),
+        # Everything logged, as an operator chasing a problem would: still no secret may appear.
+        "PORTAL_LOG_LEVEL": "DEBUG",
         "NO_PROXY": "127.0.0.1,localhost",
         "PYTHONUNBUFFERED": "1",
     })
@@ -327,6 +335,8 @@ def portal(tmp_path_factory: pytest.TempPathFactory, providers: Providers, datab
         with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=10,
                           trust_env=False) as api:
             server = PortalServer(base_url, api, dt.datetime.now(dt.UTC).date(), log_path, providers=providers)
+            server.secrets += [key, MOLLIE_KEY, STRIPE_KEY, STRIPE_WEBHOOK_SECRET, env["PORTAL_SECRET_KEYS"],
+                               env["PORTAL_ENCRYPTION_KEYS"], env["PORTAL_METRICS_TOKEN"]]
             _push_data(server)
             _discover_ids(server)
             _check_stored_in(database_url)
