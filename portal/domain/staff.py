@@ -269,12 +269,14 @@ def set_password_with_token(conn: sa.Connection, token: str, password: str, now:
 
 
 def set_password(conn: sa.Connection, person_id: int, password: str, now: dt.datetime, *,
-                 client: str | None = None, organization_id: int | None = None) -> None:
+                 client: str | None = None, organization_id: int | None = None,
+                 password_hash: str | None = None) -> None:
+    """`password_hash`: the password hashed already (outside the transaction, so the slow hash holds no lock)."""
     problem = password_problem(password)
     if problem is not None:
         raise InvalidInput("password refused", [FieldError("/password", problem)])
     conn.execute(staff_people.update().where(staff_people.c.id == person_id).values(
-        password_hash=hash_password(password), password_changed_at=now))
+        password_hash=password_hash or hash_password(password), password_changed_at=now))
     sessions.end_all_of_person(conn, person_id, now)
     audit.record(conn, audit.PASSWORD_CHANGED, now, organization_id=organization_id, person_id=person_id,
                  client=client)
