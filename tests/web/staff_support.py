@@ -16,9 +16,9 @@ CSRF = re.compile(r'<input type="hidden" name="csrf" value="([^"]+)">')
 
 
 def make_staff(database: Database, org: orgs.Organization, email: str, role: str, now: Any,
-               password: str = PASSWORD) -> staff_domain.Person:
+               password: str = PASSWORD, locale: str = "en") -> staff_domain.Person:
     def create(conn: Any) -> staff_domain.Person:
-        person = staff_domain.add_staff(conn, org.id, email, role, now)
+        person = staff_domain.add_staff(conn, org.id, email, role, now, locale=locale)
         staff_domain.set_password(conn, person.id, password, now)
         return person
 

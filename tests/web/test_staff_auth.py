@@ -293,3 +293,15 @@ def test_a_disabled_person_signing_in_elsewhere_keeps_their_other_organizations(
     browser = StaffBrowser(app)
     assert browser.sign_in("ann@firm.example").status_code == 303
     assert '<span class="brand-name">Globex</span>' in browser.client.get("/staff").text
+
+
+def test_the_back_office_speaks_the_staff_members_language_and_formats(app: Any, tenant: Tenant, database: Any,
+                                                                      clock: Any) -> None:
+    assert tenant.put_invoice("BIG", number="BIG", total="1234.50", lines=[]).status_code == 201
+    make_staff(database, tenant.org, "anne@acme.example", "viewer", clock.now(), locale="fr-BE")
+    browser = StaffBrowser(app)
+    browser.sign_in("anne@acme.example")
+    page = browser.client.get("/staff")
+    assert '<html lang="fr">' in page.text and "Tableau de bord" in page.text and "Dashboard" not in page.text
+    assert "1\u202f234,50\xa0€" in page.text, "amounts as a reader in Belgium writes them"
+    assert "2 nov. 2026" in page.text
