@@ -13,7 +13,7 @@ import click
 from portal.clock import SystemClock
 from portal.db import Database
 from portal.db.migrate import upgrade
-from portal.demo import DEMO_SLUG, issue_demo_links, load_demo, rotate_demo_key, sample_pdf
+from portal.demo import DEMO_SLUG, issue_demo_links, load_demo, reset_demo_staff, rotate_demo_key, sample_pdf
 from portal.domain import organizations as orgs
 from portal.domain.links import issue_url, revoke_links
 from portal.encryption import EncryptionKeyError, SecretBox, generate_key
@@ -254,6 +254,13 @@ def demo_load() -> None:
 def demo_key() -> None:
     """Print a new API key for the demo organization, revoking the one this command printed last time."""
     click.echo(_run(rotate_demo_key, SystemClock().now()))
+
+
+@demo.command("staff")
+def demo_staff() -> None:
+    """Print the demo finance account's email and a new password (the one printed last time stops working)."""
+    email, password = _run(reset_demo_staff, SystemClock().now())
+    click.echo(f"{email}\t{password}")
 
 
 @demo.command("links")

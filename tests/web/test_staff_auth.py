@@ -305,3 +305,19 @@ def test_the_back_office_speaks_the_staff_members_language_and_formats(app: Any,
     assert '<html lang="fr">' in page.text and "Tableau de bord" in page.text and "Dashboard" not in page.text
     assert "1\u202f234,50\xa0€" in page.text, "amounts as a reader in Belgium writes them"
     assert "2 nov. 2026" in page.text
+
+
+def test_the_demo_finance_account_signs_in_with_the_password_printed_last(app: Any, database: Any, clock: Any,
+                                                                           settings: Any) -> None:
+    from portal.demo import load_demo, reset_demo_staff
+    from portal.storage import LocalStore
+
+    database.run(load_demo, LocalStore(settings.storage_dir), clock.now())
+    email, first = database.run(reset_demo_staff, clock.now())
+    email, second = database.run(reset_demo_staff, clock.now())
+    browser = StaffBrowser(app)
+    assert browser.sign_in(email, first).status_code == 401, "the password printed before stops working"
+    assert browser.sign_in(email, second).status_code == 303
+    page = browser.client.get("/staff")
+    assert "Comptoir Brabançon SRL" in page.text and "Staff</a>" not in page.text, "finance, not admin"
+    assert "€" in page.text
