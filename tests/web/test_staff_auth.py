@@ -321,3 +321,13 @@ def test_the_demo_finance_account_signs_in_with_the_password_printed_last(app: A
     page = browser.client.get("/staff")
     assert "Comptoir Brabançon SRL" in page.text and "Staff</a>" not in page.text, "finance, not admin"
     assert "€" in page.text
+
+
+def test_sign_in_returns_to_the_page_asked_for_and_only_to_a_staff_page(app: Any, tenant: Tenant, database: Any,
+                                                                        clock: Any) -> None:
+    make_staff(database, tenant.org, "ann@acme.example", "viewer", clock.now())
+    browser = StaffBrowser(app)
+    assert browser.client.get("/staff/account").headers["location"] == "/staff/login?next=%2Fstaff%2Faccount"
+    assert browser.sign_in("ann@acme.example", next="/staff/account").headers["location"] == "/staff/account"
+    for elsewhere in ("https://evil.test/staff", "//evil.test/staff", "/portal"):
+        assert browser.sign_in("ann@acme.example", next=elsewhere).headers["location"] == "/staff"

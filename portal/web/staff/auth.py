@@ -12,9 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets as random
+from urllib.parse import quote
 
 import anyio.to_thread
 import sqlalchemy as sa
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -131,7 +133,7 @@ async def login(request: Request) -> Response:
                                          staff_person_id=candidate.person_id)
 
         secret = await services.db.write(pending)
-        response = RedirectResponse(f"/staff/login/code?next={next_target}", status_code=303)
+        response = RedirectResponse(f"/staff/login/code?next={quote(next_target, safe='/')}", status_code=303)
         response.set_cookie(TWO_FACTOR_COOKIE, secret, max_age=int(TWO_FACTOR_LIFETIME.total_seconds()),
                             httponly=True, samesite="lax", secure=services.settings.is_https, path="/staff")
         return response
@@ -248,9 +250,11 @@ async def forgot(request: Request) -> Response:
         return person.email, person.locale, token
 
     issued = await services.db.write(request_reset)
+    response = _public_page(request, "staff/forgot.html", {"sent": True})
     if issued is not None:
-        await _send_reset(request, *issued, now)
-    return _public_page(request, "staff/forgot.html", {"sent": True})
+        # Sent after the answer, so that how long the answer takes does not tell whether the email is staff.
+        response.background = BackgroundTask(_send_reset, request, *issued, now)
+    return response
 
 
 async def _send_reset(request: Request, email: str, locale: str, token: str, now: dt.datetime) -> None:
