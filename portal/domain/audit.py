@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from portal.db.staff import audit_log
+from portal.db.staff import audit_log, staff_people
 
 SIGN_IN = "sign_in"
 SIGN_IN_FAILED = "sign_in_failed"
@@ -38,6 +38,8 @@ def record(conn: sa.Connection, action: str, now: dt.datetime, *, organization_i
 
 
 def entries(conn: sa.Connection, organization_id: int, limit: int = 100) -> list[sa.Row[Any]]:
-    """The organization's newest entries first."""
-    return conn.execute(sa.select(audit_log).where(audit_log.c.organization_id == organization_id)
+    """The organization's newest entries first, each with who did it (the person's email, or the email typed)."""
+    who = sa.func.coalesce(staff_people.c.email, audit_log.c.actor_email).label("who")
+    return conn.execute(sa.select(audit_log, who).outerjoin(staff_people, staff_people.c.id == audit_log.c.person_id)
+                        .where(audit_log.c.organization_id == organization_id)
                         .order_by(audit_log.c.id.desc()).limit(limit)).all()

@@ -58,7 +58,7 @@ def test_unknown_email_and_wrong_password_get_the_same_answer_in_about_the_same_
         app: Any, tenant: Tenant, database: Any, clock: Any) -> None:
     make_staff(database, tenant.org, "ann@acme.example", "viewer", clock.now())
     answers, times = [], []
-    for email, password in (("ann@acme.example", "wrong password here"), ("nobody@acme.example", PASSWORD)) * 2:
+    for email, password in (("ann@acme.example", "wrong password here"), ("nobody@acme.example", PASSWORD)) * 3:
         browser = StaffBrowser(app)
         token = browser.csrf("/staff/login")
         started = time.perf_counter()
@@ -66,9 +66,10 @@ def test_unknown_email_and_wrong_password_get_the_same_answer_in_about_the_same_
         times.append(time.perf_counter() - started)
         answers.append((response.status_code, response.text.replace(email, "EMAIL").replace(token, "T")))
     assert answers[0][0] == 401 and len({text for _, text in answers}) == 1
-    wrong, unknown = (times[0] + times[2]) / 2, (times[1] + times[3]) / 2
+    # The fastest of three each: the machine's other work only ever adds time.
+    wrong, unknown = min(times[0::2]), min(times[1::2])
     assert 0.5 < unknown / wrong < 2, (wrong, unknown)
-    assert actions(database)[-4:] == ["sign_in_failed"] * 4
+    assert actions(database)[-6:] == ["sign_in_failed"] * 6
 
 
 def test_failures_are_throttled_per_account_and_the_throttle_expires(app: Any, tenant: Tenant, database: Any,
@@ -331,3 +332,17 @@ def test_sign_in_returns_to_the_page_asked_for_and_only_to_a_staff_page(app: Any
     assert browser.sign_in("ann@acme.example", next="/staff/account").headers["location"] == "/staff/account"
     for elsewhere in ("https://evil.test/staff", "//evil.test/staff", "/portal"):
         assert browser.sign_in("ann@acme.example", next=elsewhere).headers["location"] == "/staff"
+
+
+def test_admins_read_the_audit_log_with_who_what_and_from_where(app: Any, tenant: Tenant, database: Any,
+                                                                clock: Any) -> None:
+    make_staff(database, tenant.org, "admin@acme.example", "admin", clock.now())
+    browser = StaffBrowser(app)
+    browser.sign_in("admin@acme.example", "not it at all")
+    browser.sign_in("admin@acme.example")
+    page = browser.client.get("/staff/settings/audit")
+    assert page.status_code == 200
+    rows = page.text.split("<tbody>")[1]
+    assert rows.index("<code>sign_in</code>") < rows.index("<code>staff_invited</code>"), "newest first"
+    assert "admin@acme.example" in rows and "testclient" in rows
+    assert "sign_in_failed" not in rows, "a failure before sign-in belongs to no organization's log"

@@ -26,6 +26,7 @@ MATRIX = {
     ("POST", "/staff/settings/staff/role"): ("admin", {"email": "other@acme.example", "role": "admin"}),
     ("POST", "/staff/settings/staff/disable"): ("admin", {"email": "other@acme.example"}),
     ("POST", "/staff/settings/staff/totp"): ("admin", {"required": "1"}),
+    ("GET", "/staff/settings/audit"): ("admin", None),
 }
 
 

@@ -153,6 +153,13 @@ async def require_totp(request: Request, context: StaffContext) -> Response:
         conn, context.organization_id, required, context.now, actor_id=context.person.id, client=context.client))
 
 
+@staff_route("admin")
+async def audit_log(request: Request, context: StaffContext) -> Response:
+    """The newest 100 entries of the organization's audit log (read-only: nothing in the product edits it)."""
+    rows = await context.services.db.read(audit.entries, context.organization_id)
+    return context.render("staff/audit.html", {"rows": rows})
+
+
 routes = [
     Route("/staff", dashboard, methods=["GET"]),
     Route("/staff/organization", switch_organization, methods=["POST"]),
@@ -163,4 +170,5 @@ routes = [
     Route("/staff/settings/staff/role", change_role, methods=["POST"]),
     Route("/staff/settings/staff/disable", disable, methods=["POST"]),
     Route("/staff/settings/staff/totp", require_totp, methods=["POST"]),
+    Route("/staff/settings/audit", audit_log, methods=["GET"]),
 ]
