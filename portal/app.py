@@ -32,6 +32,8 @@ from portal.web.metrics import RequestMetrics
 from portal.web.request_context import RouteContext, valid_request_id
 from portal.web.portal import pages as portal_pages
 from portal.web.portal import pay
+from portal.web.staff import auth as staff_auth
+from portal.web.staff import pages as staff_pages
 
 VERSION = "0.1.0"
 
@@ -79,6 +81,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, database: Data
         Mount("/api/v1", routes=[Route("/openapi.json", openapi), *api.routes(authenticate_request)]),
         *portal_pages.routes,
         *pay.routes,
+        *staff_auth.routes,
+        *staff_pages.routes,
         *webhooks.routes,
         *brand.routes,
         *health.routes,

@@ -1,4 +1,4 @@
-"""The `portal` command: serve, db upgrade, the organization / API key admin, and the demo data."""
+"""The `portal` command: serve, db upgrade, the organization / API key / staff admin, and the demo data."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sqlalchemy
 from portal.clock import SystemClock
 from portal.db import Database
 from portal.db.migrate import upgrade
-from portal.demo import DEMO_SLUG, issue_demo_links, load_demo, rotate_demo_key, sample_pdf
+from portal.demo import DEMO_SLUG, issue_demo_links, load_demo, reset_demo_staff, rotate_demo_key, sample_pdf
 from portal.domain import organizations as orgs
 from portal.domain.links import issue_url, revoke_links
 from portal.encryption import EncryptionKeyError, SecretBox, generate_key
@@ -159,6 +159,90 @@ def apikey_revoke(org_slug: str, key_id: int) -> None:
 
 
 @main.group()
+def staff() -> None:
+    """Staff accounts of the back office (/staff)."""
+
+
+@staff.command("create")
+@click.argument("org_slug")
+@click.argument("email")
+@click.option("--role", required=True, type=click.Choice(["admin", "finance", "viewer"]))
+@click.option("--name", help="The person's name, shown in the back office.")
+@click.option("--locale", default="en", show_default=True, help="Language of the back office, e.g. fr-BE.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of "
+              "printing a link where the person sets it.")
+def staff_create(org_slug: str, email: str, role: str, name: str | None, locale: str, password_stdin: bool) -> None:
+    """Make EMAIL staff of ORG_SLUG with a role, and print a one-time link (valid 24 hours) where they set their
+    password. Someone who is staff of another organization already keeps their password."""
+    from portal.domain import staff as staff_domain
+
+    password = None
+    if password_stdin:
+        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+        problem = staff_domain.password_problem(password)
+        if problem is not None:
+            click.echo(f"error: the password is {problem.replace('_', ' ')} "
+                       f"({staff_domain.PASSWORD_MIN}-{staff_domain.PASSWORD_MAX} characters)", err=True)
+            sys.exit(1)
+    now = SystemClock().now()
+
+    def create(conn):  # type: ignore[no-untyped-def]
+        org_id = orgs.get_organization(conn, org_slug).id
+        person = staff_domain.add_staff(conn, org_id, email, role, now, name=name, locale=locale)
+        if password is not None:
+            staff_domain.set_password(conn, person.id, password, now, organization_id=org_id)
+            return person, None
+        if person.has_password:
+            return person, None
+        return person, staff_domain.issue_token(conn, person.id, staff_domain.SET_PASSWORD, now)
+
+    person, token = _run(create)
+    click.echo(f"{person.email} is {role} of {org_slug}")
+    if token is not None:
+        click.echo("one-time link to set the password, valid 24 hours:", err=True)
+        click.echo(f"{_settings().base_url}/staff/password/{token}")
+    elif password is None:
+        click.echo("they sign in with the password they already have", err=True)
+
+
+@staff.command("list")
+@click.argument("org_slug")
+def staff_list(org_slug: str) -> None:
+    from portal.domain import staff as staff_domain
+
+    rows = _run(lambda conn: staff_domain.staff_of(conn, orgs.get_organization(conn, org_slug).id))
+    for row in rows:
+        state = "disabled" if row.disabled else ("active" if row.person.has_password else "invited")
+        totp = "totp" if row.person.totp_enabled else "-"
+        click.echo(f"{row.person.email}\t{row.role}\t{state}\t{totp}")
+
+
+@staff.command("role")
+@click.argument("org_slug")
+@click.argument("email")
+@click.argument("role", type=click.Choice(["admin", "finance", "viewer"]))
+def staff_role(org_slug: str, email: str, role: str) -> None:
+    """Change a person's role; their sessions end."""
+    from portal.domain import staff as staff_domain
+
+    _run(lambda conn: staff_domain.change_role(conn, orgs.get_organization(conn, org_slug).id, email, role,
+                                               SystemClock().now()))
+    click.echo(f"{email} is {role} of {org_slug}")
+
+
+@staff.command("disable")
+@click.argument("org_slug")
+@click.argument("email")
+def staff_disable(org_slug: str, email: str) -> None:
+    """Take a person's access to ORG_SLUG away; their sessions end at once."""
+    from portal.domain import staff as staff_domain
+
+    _run(lambda conn: staff_domain.disable(conn, orgs.get_organization(conn, org_slug).id, email,
+                                           SystemClock().now()))
+    click.echo(f"{email} can no longer sign in to {org_slug}")
+
+
+@main.group()
 def demo() -> None:
     """The demo organization that scripts/demo serves."""
 
@@ -176,6 +260,13 @@ def demo_load() -> None:
 def demo_key() -> None:
     """Print a new API key for the demo organization, revoking the one this command printed last time."""
     click.echo(_run(rotate_demo_key, SystemClock().now()))
+
+
+@demo.command("staff")
+def demo_staff() -> None:
+    """Print the demo finance account's email and a new password (the one printed last time stops working)."""
+    email, password = _run(reset_demo_staff, SystemClock().now())
+    click.echo(f"{email}\t{password}")
 
 
 @demo.command("links")

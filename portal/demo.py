@@ -12,6 +12,7 @@ scripts/demo prints: an API key for the billing system's side, a debtor link per
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from portal.domain import lifecycle, links
+from portal.domain import lifecycle, links, staff
 from portal.domain import organizations as orgs
 from portal.domain.customers import CustomerInput, get_customer, upsert_customer
 from portal.domain.documents import attach_documents
@@ -243,6 +244,21 @@ def rotate_demo_key(conn: sa.Connection, now: dt.datetime) -> str:
         if key.name == DEMO_KEY_NAME and key.revoked_at is None:
             orgs.revoke_api_key(conn, org, key.id, now)
     return orgs.create_api_key(conn, org, DEMO_KEY_NAME, now)[1]
+
+
+DEMO_STAFF_EMAIL = "finance@comptoir-brabancon.example"
+
+
+def reset_demo_staff(conn: sa.Connection, now: dt.datetime) -> tuple[str, str]:
+    """The demo's finance account (role finance) with a new random password, printed by scripts/demo: like the
+    API key, each run replaces the one it printed last time (and signs the old sessions out)."""
+    org = orgs.get_organization(conn, DEMO_SLUG)
+    person = staff.person_by_email(conn, DEMO_STAFF_EMAIL)
+    if person is None or staff.membership(conn, person.id, org.id) is None:
+        person = staff.add_staff(conn, org.id, DEMO_STAFF_EMAIL, "finance", now, name="Demo finance")
+    password = secrets.token_urlsafe(12)
+    staff.set_password(conn, person.id, password, now, organization_id=org.id)
+    return DEMO_STAFF_EMAIL, password
 
 
 LABELS = {

@@ -48,7 +48,7 @@ from sqlalchemy.engine import make_url
 from portal.db.metadata import metadata
 
 # Importing the table modules registers their tables on `metadata`.
-from portal.db import access, connectors, customers, invoices, organizations, payments, portal  # noqa: F401,E402
+from portal.db import access, connectors, customers, invoices, organizations, payments, portal, staff  # noqa: F401,E402
 
 T = TypeVar("T")
 

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from portal.db.metadata import Id, Timestamp, metadata
 
 # One row per session. The cookie holds a random secret; only its sha256 is stored, so a copy of this table
-# opens no session. `kind` says whose session it is: "debtor" (opened by a portal link, `link_id` set) today;
-# staff sessions of the back office are meant to live here too, as kind "staff" with a subject column of their
-# own (nullable, like `link_id`), added by the migration that creates the staff accounts.
+# opens no session. `kind` says whose session it is: "debtor" (opened by a portal link, `link_id` set), "staff"
+# (a signed-in person of the back office, `staff_person_id` set, `organization_id` the organization in use) or
+# "staff_2fa" (a password accepted, the TOTP code still to come: opens nothing but the code's page).
 sessions = sa.Table(
     "sessions",
     metadata,
@@ -22,6 +22,7 @@ sessions = sa.Table(
     sa.Column("secret_hash", sa.String(64), nullable=False),
     sa.Column("organization_id", Id, sa.ForeignKey("organizations.id")),
     sa.Column("link_id", Id, sa.ForeignKey("portal_links.id")),
+    sa.Column("staff_person_id", Id, sa.ForeignKey("staff_people.id")),
     sa.Column("created_at", Timestamp, nullable=False),
     # When the session last did something that writes anyway (opened, a form posted); pages that only read
     # leave it alone, so that a GET writes nothing.
@@ -31,7 +32,9 @@ sessions = sa.Table(
     sa.Column("revoked_at", Timestamp),
     sa.UniqueConstraint("secret_hash"),
     sa.CheckConstraint("kind <> 'debtor' OR link_id IS NOT NULL", name="debtor_has_link"),
+    sa.CheckConstraint("kind NOT IN ('staff', 'staff_2fa') OR staff_person_id IS NOT NULL", name="staff_has_person"),
     sa.Index("ix_sessions_link", "link_id"),
+    sa.Index("ix_sessions_staff_person", "staff_person_id"),
     sa.Index("ix_sessions_expires", "expires_at"),
 )
 

@@ -19,6 +19,8 @@ organizations = sa.Table(
     sa.Column("brand_color", sa.String(7)),
     sa.Column("logo_sha256", sa.String(64)),
     sa.Column("logo_type", sa.String(20)),
+    # Set by an admin: every staff member of this organization signs in with a TOTP code as well.
+    sa.Column("staff_require_totp", sa.Boolean(), nullable=False, server_default=sa.false()),
 )
 
 api_keys = sa.Table(

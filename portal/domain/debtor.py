@@ -40,6 +40,10 @@ def _outstanding_expression() -> sa.ColumnElement[int]:
     return sa.case((payable, owed), else_=0)
 
 
+# Public for the back office's dashboard, which sums the same thing over a whole organization.
+outstanding_expression = _outstanding_expression
+
+
 @dataclass
 class Summary:
     """Per currency (a debtor usually has one): what is outstanding, and how much of it is overdue."""

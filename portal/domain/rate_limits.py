@@ -64,6 +64,14 @@ CHECKOUT_STARTS = Limit("checkout-start", 5, dt.timedelta(minutes=1))
 LINK_TOKEN_FAILURES = Limit("link-token-failure", 20, dt.timedelta(minutes=10))
 # A client address presenting API keys that authenticate nothing.
 API_KEY_FAILURES = Limit("api-key-failure", 20, dt.timedelta(minutes=10))
+# Failed staff sign-ins (a wrong password or TOTP code, an unknown email), per account (the email as typed,
+# lower-cased) and per client address; the account limit is lower, the address one allows an office behind
+# one address its typos.
+STAFF_SIGN_IN_ACCOUNT = Limit("staff-sign-in-account", 5, dt.timedelta(minutes=15))
+STAFF_SIGN_IN_CLIENT = Limit("staff-sign-in-client", 20, dt.timedelta(minutes=15))
+# Password-reset mails asked for, per email and per client address: each one sends a mail.
+STAFF_RESET_ACCOUNT = Limit("staff-reset-account", 3, dt.timedelta(hours=1))
+STAFF_RESET_CLIENT = Limit("staff-reset-client", 10, dt.timedelta(hours=1))
 
 
 def hit(conn: sa.Connection, limit: Limit, key: str, now: dt.datetime, *, scope: str = EVERYWHERE) -> Verdict:

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from portal.settings import Settings
 
-PRIVATE_PREFIXES = ("/portal", "/l/")
+PRIVATE_PREFIXES = ("/portal", "/l/", "/staff")
 # A checkout form's POST answers 303 to the provider's page, and browsers check that hop against form-action.
 PROVIDER_CHECKOUT_ORIGINS = ("https://www.mollie.com", "https://checkout.stripe.com")
 

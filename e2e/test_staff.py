@@ -1,0 +1,61 @@
+"""The back office in Chromium: a finance person signs in, sees the dashboard, and signs out; the cookie they
+had opens nothing afterwards. The sign-in page and the dashboard pass axe-core."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from playwright.sync_api import expect
+
+from e2e.conftest import NewContext, PortalServer, _portal_env, axe_problems, screenshot
+from e2e.conftest import ORG_NAME, ORG_SLUG
+
+EMAIL = "finance@harbour.example"
+PASSWORD = "a finance password for e2e"
+
+
+def create_staff(portal: PortalServer) -> None:
+    """`portal staff create ... --password-stdin` against the server's database, as an operator would."""
+    workdir = portal.log_path.parent
+    done = subprocess.run([str(Path(sys.executable).parent / "portal"), "staff", "create", ORG_SLUG, EMAIL,
+                           "--role", "finance", "--password-stdin"], input=PASSWORD + "\n", text=True,
+                          capture_output=True, cwd=workdir, env=_portal_env(workdir, portal.base_url), timeout=60)
+    assert done.returncode in (0, 1), done.stderr
+    assert done.returncode == 0 or "already" in done.stderr, done.stderr
+
+
+def test_sign_in_see_the_dashboard_and_sign_out(new_context: NewContext, portal: PortalServer) -> None:
+    create_staff(portal)
+    context = new_context(bypass_csp=True)
+    page = context.new_page()
+    page.goto("/staff")
+    expect(page).to_have_url(f"{portal.base_url}/staff/login")
+    assert not axe_problems(page, "staff-login")
+    screenshot(page, "staff-login")
+
+    page.get_by_label("Email").fill(EMAIL)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{portal.base_url}/staff")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+    expect(page.locator(".staff-nav")).to_contain_text(ORG_NAME)
+    receivables = page.get_by_role("table")
+    expect(receivables).to_contain_text("EUR")
+    # Open C1 (1,210.00 + 100.00 + 605.00 + 99.99), C2 (9,999.00) and C3 (150.00); the credit note owes nothing.
+    expect(receivables.get_by_role("row").nth(1)).to_contain_text("€12,163.99")
+    assert not axe_problems(page, "staff-dashboard")
+    screenshot(page, "staff-dashboard")
+    cookie = next(c for c in context.cookies() if c["name"] == "quittance_staff")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(f"{portal.base_url}/staff/login?done=signed_out")
+    expect(page.get_by_role("status")).to_have_text("You are signed out")
+
+    replay = new_context()
+    replay.add_cookies([cookie])  # type: ignore[list-item]
+    again = replay.new_page()
+    again.goto("/staff")
+    expect(again).to_have_url(f"{portal.base_url}/staff/login")
