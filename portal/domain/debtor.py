@@ -32,6 +32,18 @@ def outstanding_minor(row: Any) -> int:
     return max(0, min(row.amount_due_minor, row.total_minor - row.paid_minor))
 
 
+def credit_minor(row: Any) -> int:
+    """The credit an open credit note still holds: its total less what was already used against invoices."""
+    if row.status != "open" or row.kind != "credit_note":
+        return 0
+    return max(0, row.total_minor - row.paid_minor)
+
+
+def remaining_minor(row: Any) -> int:
+    """What is left on a document: owed on an invoice, or credit held by a credit note."""
+    return credit_minor(row) if row.kind == "credit_note" else outstanding_minor(row)
+
+
 def _outstanding_expression() -> sa.ColumnElement[int]:
     """outstanding_minor in SQL, for the totals (tests/domain/test_debtor.py holds the two together)."""
     remaining = invoices.c.total_minor - invoices.c.paid_minor
