@@ -94,7 +94,8 @@ def select_payable(conn: sa.Connection, scope: DebtorScope, invoice_ids: list[in
                    credit_ids: list[int] | None = None) -> Selection:
     """The open invoices among `invoice_ids` and what is owed on each, with the open credit notes among
     `credit_ids`; NotFound if any of them is not one the link may see, SelectionRefused if they cannot be paid
-    together. Credit notes are only ever deductions: named as invoices to pay, they pay nothing."""
+    together. Credit notes are only ever deductions: one ticked among the invoices (the history's checkboxes
+    name every document `invoice`) is deducted as if named in `credit_ids`; ticked alone, nothing is to pay."""
     credit_ids = list(dict.fromkeys(credit_ids or []))
     if not invoice_ids:
         raise SelectionRefused("Choose at least one invoice.", [FieldError("/invoice", "nothing selected")],
@@ -112,7 +113,8 @@ def select_payable(conn: sa.Connection, scope: DebtorScope, invoice_ids: list[in
     if not payable:
         raise SelectionRefused("Nothing to pay.", [FieldError("/invoice", "none of these invoices is open")],
                                "nothing_to_pay")
-    credits = [(rows[i], credit_minor(rows[i])) for i in sorted(credit_ids)]
+    notes = set(credit_ids) | {i for i in invoice_ids if rows[i].kind == "credit_note"}
+    credits = [(rows[i], credit_minor(rows[i])) for i in sorted(notes)]
     credits = [(row, amount) for row, amount in credits if amount > 0]
     currencies = {row.currency for row, _ in (*payable, *credits)}
     if len(currencies) > 1:

@@ -254,3 +254,14 @@ def test_partial_amount_with_a_credit_note(debtor: Debtor, database: Any, credit
     partial = [e for e in events(tenant) if e["type"] == "invoice.partially_paid"]
     assert [(e["data"]["invoice"], e["data"]["amount_paid"], e["data"]["amount_remaining"]) for e in partial] == [
         ("A", "70.00", "30.00")]
+
+
+def test_a_credit_note_ticked_in_the_history_is_deducted(debtor: Debtor, database: Any, credit_note: None) -> None:
+    # The history's checkboxes name every document `invoice`: a credit note ticked there arrives as one.
+    page = pay_page(debtor, database, "A", "CN")
+    assert page.status_code == 200
+    cn = invoice_id(database, "CN")
+    assert f'name="credit" id="credit-{cn}" value="{cn}" checked>' in page.text
+    assert "Credit notes deducted" in page.text and "80,00\xa0€" in page.text
+    rows = re.findall(r'<tr><th scope="row" data-label="Number">([^<]+)</th>', page.text)
+    assert rows == ["F-A"], "listed as a deduction, never as a row to pay"
