@@ -190,6 +190,7 @@ def test_a_credit_note_is_deducted_and_its_use_recorded(debtor: Debtor, database
                                                         credit_note: None, mollie: Any) -> None:  # noqa: F811
     history = debtor.get("/portal").text
     assert "130,00\xa0€" in history, "the balance counts the credit note"
+    assert "Invoices 150,00\xa0€, less credit notes 20,00\xa0€" in history
     assert tenant.client.get("/api/v1/invoices/CN").json()["amount_remaining"] == "20.00"
 
     page = pay_page(debtor, database, "A").text
