@@ -139,9 +139,10 @@ def open_credits(conn: sa.Connection, scope: DebtorScope, currency: str) -> list
     return [(row, credit_minor(row)) for row in rows]
 
 
-def _clean_amount(text: str) -> str:
-    """What a person types: surrounding space, a currency sign, or a decimal comma ("50,00")."""
-    text = text.strip().replace("\u00a0", "").replace(" ", "")
+def _clean_amount(text: str, currency: str) -> str:
+    """What a person types around an amount: spaces, the currency's sign or code, a decimal comma ("50,00 €")."""
+    text = text.strip().replace("\u00a0", "").replace(" ", "").removesuffix(currency).removeprefix(currency)
+    text = text.strip("€$£")
     if "," in text and "." not in text:
         text = text.replace(",", ".")
     return text
@@ -157,7 +158,7 @@ def choose_amount(selection: Selection, policy: PartialPolicy, amount: str | Non
     if amount is None or not amount.strip():
         minor = total
     else:
-        text = _clean_amount(amount)
+        text = _clean_amount(amount, selection.currency)
         try:
             minor = parse_minor(text, selection.currency)
         except MoneyError as exc:

@@ -87,7 +87,7 @@ def test_pay_part_with_stripe_then_the_rest_with_mollie(debtor: Debtor, database
     assert 'name="amount"' in page and 'value="150.00"' in page, "the amount field starts at the total"
     assert 'action="/portal/pay/preview"' in page
 
-    preview = post(debtor, database, "/portal/pay/preview", "A", "B", amount="120,00", currency="EUR",
+    preview = post(debtor, database, "/portal/pay/preview", "A", "B", amount=" 120,00 € ", currency="EUR",
                    method="stripe:card")
     assert preview.status_code == 200, preview.text
     rows = re.findall(r'<tr><th scope="row"[^>]*>(F-[AB])</th>\s*<td class="num"[^>]*>([^<]+)</td>'
@@ -101,6 +101,7 @@ def test_pay_part_with_stripe_then_the_rest_with_mollie(debtor: Debtor, database
     csrf = re.search(r'name="csrf" value="([^"]+)"', preview.text).group(1)  # type: ignore[union-attr]
     confirm = {name: value for name, value in re.findall(r'<input type="hidden" name="(amount|currency)" '
                                                          r'value="([^"]*)"', preview.text)}
+    assert confirm == {"amount": "120.00", "currency": "EUR"}
     answer = debtor.client.post("/portal/checkout", data={"csrf": csrf, "invoice": ids_of(database, "A", "B"),
                                                           "method": "stripe:card", **confirm})
     assert answer.status_code == 303, answer.text

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -62,15 +63,15 @@ async def pay_page(request: Request) -> Response:
     return _render_pay(debtor_req, page, ids)
 
 
+@dataclass(frozen=True)
 class PayPage:
-    """What the pay page shows: the selection (or why not), the credit notes on offer, the seller's settings."""
+    """What the pay page shows: the selection (or the SelectionRefused saying why not), the open credit notes on
+    offer, and the seller's partial payment and provider settings."""
 
-    def __init__(self, selection: Any, credits: list[tuple[Any, int]], policy: PartialPolicy,
-                 config: ProviderConfig) -> None:
-        self.selection = selection
-        self.credits = credits
-        self.policy = policy
-        self.config = config
+    selection: Any
+    credits: list[tuple[Any, int]]
+    policy: PartialPolicy
+    config: ProviderConfig
 
 
 def _pay_page(conn: sa.Connection, scope: DebtorScope, ids: list[int], credit_ids: list[int],
@@ -100,6 +101,7 @@ def _render_pay(debtor_req: DebtorRequest, page: PayPage, ids: list[int], status
     rows = {row.id: row for row, _ in (*selection.items, *selection.credits)}
     preview = None
     if proposal is not None:
+        amount = format_minor(proposal.amount_minor, currency)  # what the confirmation posts, as we read it
         preview = [{"number": rows[share.id].number or rows[share.id].external_id, "kind": share.kind,
                     "applied": Amount(share.amount_minor, currency),
                     "remaining": Amount(share.remaining_minor, currency), "settled": share.settled}
