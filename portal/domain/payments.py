@@ -275,7 +275,8 @@ def _record(conn: sa.Connection, checkout: sa.Row[Any], observation: PaymentObse
                   "amount": format_minor(cash, item.currency), "currency": item.currency}
         if from_credit:
             detail["credit"] = format_minor(from_credit, item.currency)
-        record_timeline(conn, checkout.organization_id, item.id, now, "payment", {**detail, "minor": cash})
+        if cash:  # what credit alone covered is on the timeline as the credit note's (_use_credit)
+            record_timeline(conn, checkout.organization_id, item.id, now, "payment", {**detail, "minor": cash})
         announce(conn, checkout.organization_id, "invoice.paid" if fully else "invoice.partially_paid",
                  {**_invoice_ref(item), **detail, "amount_paid": format_minor(paid, item.currency),
                   "amount_remaining": format_minor(_remaining_after(item, paid), item.currency),

@@ -224,6 +224,8 @@ def test_a_credit_note_is_deducted_and_its_use_recorded(debtor: Debtor, database
     assert announced["credit_note.applied"]["amount"] == "20.00"
     assert announced["credit_note.applied"]["amount_remaining"] == "0.00"
     assert tenant.client.get("/api/v1/invoices/CN").json()["amount_remaining"] == "0.00"
+    assert "Credit note CN-1 deducted: 20,00\xa0€" in debtor.get(f"/portal/invoices/{invoice_id(database, 'A')}").text
+    assert "Deducted from F-A: 20,00\xa0€" in debtor.get(f"/portal/invoices/{cn}").text
     assert "Deduct credit note" not in pay_page(debtor, database, "B").text, "a used credit note is not offered"
 
 
