@@ -581,3 +581,55 @@ def test_return_page_while_processing_is_accessible(new_context: NewContext, por
     on_return_page(page, portal)
     expect(status_of(page)).to_have_text(PROCESSING)
     assert [v["id"] for v in axe_problems(page, "return page, processing")] == []
+
+
+def test_stripe_pays_part_of_the_selection(new_context: NewContext, portal: PortalServer, providers: Providers,
+                                           debtor: Debtor) -> None:
+    """The organization takes partial payments (10.00 at least): the debtor pays 100.00 of 181.50, sees first
+    how it will be allocated (the overdue invoice first), pays it by card, and the invoice is partly paid."""
+    from e2e.conftest import _portal_command, _portal_env  # the server's own command line, as the fixture runs it
+
+    def configure(*flags: str) -> None:
+        workdir = portal.log_path.parent
+        _portal_command(_portal_env(workdir, portal.base_url, providers), workdir, "payments", "configure",
+                        ORG_SLUG, *flags)
+
+    configure("--partial-payments", "--partial-minimum", "10.00")
+    try:
+        page = open_history(new_context(), portal, debtor)
+        to_pay_page(page, debtor, debtor.upcoming)
+        amount = page.get_by_label("Amount to pay now (EUR)")
+        expect(amount).to_have_value("181.50")
+        amount.fill("5.00")
+        page.get_by_role("button", name="Continue").click()
+        expect(status_of(page)).to_have_text(
+            "The amount is too low: a partial payment must be at least €10.00. Nothing was charged.")
+        page.get_by_label("Amount to pay now (EUR)").fill("100.00")
+        page.get_by_role("button", name="Continue").click()
+
+        allocation = page.locator("table.allocation")
+        expect(allocation.locator("caption")).to_have_text("How your payment of €100.00 will be allocated")
+        rows = [[cell.strip() for cell in row.locator("th, td").all_inner_texts()]
+                for row in allocation.locator("tbody tr").all()]
+        assert rows == [[debtor.overdue, "€100.00", "€21.00", "Partially paid"],
+                        [debtor.upcoming, "€0.00", "€60.50", "Not paid now"]]
+        screenshot(page, "payment-partial-preview")
+        confirm(page, "Card", "€100.00")
+
+        session_id = on_stripe(page, providers, "€100.00")
+        stripe_outcome(page, STRIPE_SUCCESS)
+        expect_thanks(page, portal, "€100.00")
+        webhook_answered(portal, lambda: stripe_deliveries(providers, session_id, "checkout.session.completed"),
+                         "Stripe's checkout.session.completed")
+
+        page.get_by_role("link", name="Back to your invoices").click()
+        expect(outstanding(page)).to_contain_text("€81.50")
+        expect(row_of(page, debtor.overdue).locator("td").nth(4)).to_have_text("€21.00")
+        invoice = portal.api.get(f"/api/v1/invoices/{debtor.external_ids[debtor.overdue]}").json()
+        assert (invoice["status"], invoice["amount_paid"], invoice["amount_remaining"]) == ("open", "100.00", "21.00")
+        events = portal.api.get("/api/v1/events", params={"limit": 1000}).json()["items"]
+        mine = [(e["type"], e["data"]["amount_paid"], e["data"]["amount_remaining"]) for e in events
+                if e["invoice"] in debtor.external_ids.values()]
+        assert mine == [("invoice.partially_paid", "100.00", "21.00")]
+    finally:
+        configure("--no-partial-payments")

@@ -428,9 +428,15 @@ def payments() -> None:
 @click.option("--stripe-key", help="Stripe secret key.")
 @click.option("--stripe-webhook-secret", "stripe_secrets", multiple=True,
               help="Webhook signing secret (repeat during a rotation; the first is the newest).")
+@click.option("--partial-payments/--no-partial-payments", "partial", default=None,
+              help="Whether debtors may pay less than the invoices they select.")
+@click.option("--partial-minimum", help="The least a partial payment may be, e.g. 10.00.")
+@click.option("--currency", help="Currency of the minimum (default: that of most of the organization's invoices).")
 def payments_configure(org_slug: str, providers: str | None, mollie_key: str | None, mollie_methods: str | None,
-                       stripe_key: str | None, stripe_secrets: tuple[str, ...]) -> None:
-    """Set an organization's providers and keys; what is not given keeps its value (or the PORTAL_* default)."""
+                       stripe_key: str | None, stripe_secrets: tuple[str, ...], partial: bool | None,
+                       partial_minimum: str | None, currency: str | None) -> None:
+    """Set an organization's providers, keys and partial payments; what is not given keeps its value (or the
+    PORTAL_* default)."""
     from portal.domain.payment_settings import configure
 
     def split(value: str | None) -> list[str] | None:
@@ -440,7 +446,8 @@ def payments_configure(org_slug: str, providers: str | None, mollie_key: str | N
     _run(lambda conn: configure(conn, orgs.get_organization(conn, org_slug).id, SystemClock().now(), box,
                                 providers=split(providers), mollie_api_key=mollie_key,
                                 mollie_methods=split(mollie_methods), stripe_api_key=stripe_key,
-                                stripe_webhook_secrets=list(stripe_secrets) or None))
+                                stripe_webhook_secrets=list(stripe_secrets) or None, partial_payments=partial,
+                                partial_minimum=partial_minimum, currency=currency))
     click.echo(f"payment settings of {org_slug} updated")
 
 

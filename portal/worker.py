@@ -30,6 +30,7 @@ from portal.connectors.pull_import import PullImporter
 from portal.connectors.base import Connector, Event, Result
 from portal.db import Database
 from portal.domain import connectors as domain_connectors
+from portal.domain.debtor import remaining_minor
 from portal.domain import deliveries as outbox
 from portal.domain.operations_state import worker_succeeded
 from portal.encryption import secret_box
@@ -264,7 +265,8 @@ def _contexts(conn: sa.Connection, delivery_ids: list[int]) -> dict[int, dict[st
             invoice = {"external_id": row.external_id, "number": row.number, "currency": row.currency,
                        "total": format_minor(row.total_minor, row.currency),
                        "amount_due": format_minor(row.amount_due_minor, row.currency),
-                       "amount_paid": format_minor(row.paid_minor, row.currency), "status": row.status,
+                       "amount_paid": format_minor(row.paid_minor, row.currency),
+                       "amount_remaining": format_minor(remaining_minor(row), row.currency), "status": row.status,
                        "customer": row.customer_external_id}
             customer = {"external_id": row.customer_external_id, "name": row.customer_name, "email": row.email,
                         "locale": row.locale}

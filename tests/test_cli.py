@@ -107,3 +107,32 @@ def test_payment_settings_from_the_command_line(env: dict[str, str]) -> None:
     refused = CliRunner().invoke(main, ["payments", "configure", "acme", "--providers", "paypal"])
     assert refused.exit_code == 1
     assert "asked 0 checkout(s)" in run("reconcile")
+
+
+def test_partial_payments_from_the_command_line(env: dict[str, str]) -> None:
+    from portal.db import Database
+    from portal.domain.payment_settings import PartialPolicy, partial_policy
+
+    run("db", "upgrade")
+    run("org", "create", "acme", "--name", "Acme")
+    database = Database.from_url(env["PORTAL_DATABASE_URL"])
+
+    def policy() -> PartialPolicy:
+        return database.run(lambda conn: partial_policy(conn, 1))
+
+    try:
+        assert policy() == PartialPolicy(), "full amounts only until the organization allows less"
+        run("payments", "configure", "acme", "--partial-payments", "--partial-minimum", "10.00")
+        assert policy() == PartialPolicy(True, 1000, "EUR")
+        run("payments", "configure", "acme", "--partial-minimum", "500", "--currency", "JPY")
+        assert policy() == PartialPolicy(True, 500, "JPY"), "the minimum in the currency's own decimals"
+        for bad, message in ((["--partial-minimum", "10.001"], "EUR amounts have at most 2 decimals"),
+                             (["--partial-minimum", "10", "--currency", "JPY2"], "unknown currency"),
+                             (["--partial-minimum", "ten"], "must be a decimal string")):
+            refused = CliRunner().invoke(main, ["payments", "configure", "acme", "--partial-payments", *bad])
+            assert refused.exit_code == 1 and message in refused.output, refused.output
+            assert policy() == PartialPolicy(True, 500, "JPY"), "nothing written"
+        run("payments", "configure", "acme", "--no-partial-payments")
+        assert policy() == PartialPolicy()
+    finally:
+        database.dispose()

@@ -18,6 +18,11 @@ payment_settings = sa.Table(
     sa.Column("mollie_methods", sa.JSON()),
     sa.Column("stripe_api_key", sa.Text()),
     sa.Column("stripe_webhook_secrets", sa.JSON()),
+    # Whether a debtor may pay less than the selection's total, and the least they may pay then (in minor units
+    # of partial_currency; in other currencies only full amounts are taken).
+    sa.Column("partial_payments", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("partial_minimum_minor", Minor),
+    sa.Column("partial_currency", sa.String(3)),
     sa.Column("updated_at", Timestamp, nullable=False),
 )
 
@@ -54,6 +59,8 @@ checkout_items = sa.Table(
     metadata,
     sa.Column("checkout_id", Id, sa.ForeignKey("checkouts.id"), primary_key=True),
     sa.Column("invoice_id", Id, sa.ForeignKey("invoices.id"), primary_key=True),
+    # What the checkout plans for the invoice (portal.domain.allocation); for a credit note the debtor included,
+    # the credit it gives, negative. The checkout's amount is their sum.
     sa.Column("amount_minor", Minor, nullable=False),
     sa.Index("ix_checkout_items_invoice", "invoice_id"),
 )

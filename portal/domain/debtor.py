@@ -32,6 +32,18 @@ def outstanding_minor(row: Any) -> int:
     return max(0, min(row.amount_due_minor, row.total_minor - row.paid_minor))
 
 
+def credit_minor(row: Any) -> int:
+    """The credit an open credit note still holds: its total less what was already used against invoices."""
+    if row.status != "open" or row.kind != "credit_note":
+        return 0
+    return max(0, row.total_minor - row.paid_minor)
+
+
+def remaining_minor(row: Any) -> int:
+    """What is left on a document: owed on an invoice, or credit held by a credit note."""
+    return credit_minor(row) if row.kind == "credit_note" else outstanding_minor(row)
+
+
 def _outstanding_expression() -> sa.ColumnElement[int]:
     """outstanding_minor in SQL, for the totals (tests/domain/test_debtor.py holds the two together)."""
     remaining = invoices.c.total_minor - invoices.c.paid_minor
@@ -44,12 +56,22 @@ def _outstanding_expression() -> sa.ColumnElement[int]:
 outstanding_expression = _outstanding_expression
 
 
+def _credit_expression() -> sa.ColumnElement[int]:
+    """credit_minor in SQL."""
+    held = invoices.c.total_minor - invoices.c.paid_minor
+    usable = sa.and_(invoices.c.status == "open", invoices.c.kind == "credit_note", held > 0)
+    return sa.case((usable, held), else_=0)
+
+
 @dataclass
 class Summary:
-    """Per currency (a debtor usually has one): what is outstanding, and how much of it is overdue."""
+    """Per currency (a debtor usually has one): what is outstanding on invoices, how much of it is overdue, the
+    credit the open credit notes hold, and the balance (outstanding less credit: what the debtor owes)."""
 
     outstanding: dict[str, int] = field(default_factory=dict)
     overdue: dict[str, int] = field(default_factory=dict)
+    credit: dict[str, int] = field(default_factory=dict)
+    balance: dict[str, int] = field(default_factory=dict)
     open_count: int = 0
     overdue_count: int = 0
     years: list[int] = field(default_factory=list)
@@ -66,7 +88,7 @@ class HistoryPage:
 
 def totals_query(scope: DebtorScope, today: dt.date) -> sa.Select[Any]:
     """Per currency and year of issue, over everything the link shows: outstanding, overdue, and how many
-    invoices of each (the years also fill the year filter)."""
+    invoices of each (the years also fill the year filter), and the open credit notes' credit."""
     outstanding = _outstanding_expression()
     owing = outstanding > 0
     overdue = sa.and_(owing, invoices.c.due_date < today)
@@ -75,7 +97,8 @@ def totals_query(scope: DebtorScope, today: dt.date) -> sa.Select[Any]:
                       sa.func.sum(outstanding).label("outstanding"),
                       sa.func.sum(sa.case((overdue, outstanding), else_=0)).label("overdue"),
                       sa.func.sum(sa.case((owing, 1), else_=0)).label("open_count"),
-                      sa.func.sum(sa.case((overdue, 1), else_=0)).label("overdue_count"))
+                      sa.func.sum(sa.case((overdue, 1), else_=0)).label("overdue_count"),
+                      sa.func.sum(_credit_expression()).label("credit"))
             .where(visible_invoices(scope)).group_by(invoices.c.currency, year))
 
 
@@ -133,16 +156,21 @@ def summary(groups: Sequence[Any]) -> Summary:
     result = Summary()
     outstanding_by: dict[str, int] = defaultdict(int)
     overdue_by: dict[str, int] = defaultdict(int)
+    credit_by: dict[str, int] = defaultdict(int)
     years = set()
-    for currency, year, outstanding, overdue, open_count, overdue_count in groups:
+    for currency, year, outstanding, overdue, open_count, overdue_count, credit in groups:
         outstanding_by[currency] += int(outstanding)
         overdue_by[currency] += int(overdue)
+        credit_by[currency] += int(credit or 0)
         result.open_count += int(open_count)
         result.overdue_count += int(overdue_count)
         if year is not None:
             years.add(int(year))
     result.outstanding = {c: v for c, v in outstanding_by.items() if v}
     result.overdue = {c: v for c, v in overdue_by.items() if v}
+    result.credit = {c: v for c, v in credit_by.items() if v}
+    result.balance = {c: outstanding_by[c] - credit_by[c] for c in {*outstanding_by, *credit_by}
+                      if outstanding_by[c] - credit_by[c]}
     result.years = sorted(years, reverse=True)
     return result
 

@@ -173,7 +173,7 @@ def delivery_contexts(conn: sa.Connection, delivery_ids: Sequence[int]) -> list[
                   connectors.c.settings.label("connector_settings"),
                   connectors.c.updated_at.label("connector_updated_at"), invoices.c.external_id,
                   invoices.c.number, invoices.c.currency, invoices.c.total_minor, invoices.c.amount_due_minor,
-                  invoices.c.paid_minor, invoices.c.status, customers.c.external_id.label("customer_external_id"),
+                  invoices.c.paid_minor, invoices.c.status, invoices.c.kind, customers.c.external_id.label("customer_external_id"),
                   customers.c.name.label("customer_name"), customers.c.email, customers.c.locale)
         .join(outbox_events, outbox_events.c.id == deliveries.c.event_id)
         .join(organizations, organizations.c.id == deliveries.c.organization_id)

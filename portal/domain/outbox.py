@@ -14,7 +14,7 @@ from portal.db.payments import outbox_events
 from portal.domain.deliveries import fan_out
 
 EVENT_TYPES = ("invoice.paid", "invoice.partially_paid", "payment.refunded", "payment.charged_back",
-               "payment.needs_review", "remark.created")
+               "payment.needs_review", "remark.created", "credit_note.applied")
 
 
 # Built once: every payment announces, and building the statement cost more than running it.

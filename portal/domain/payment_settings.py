@@ -11,9 +11,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from portal.db import insert_or_ignore
+from portal.db.invoices import invoices
 from portal.db.payments import payment_settings
 from portal.encryption import SecretBox, secret_box
-from portal.errors import InvalidInput
+from portal.errors import FieldError, InvalidInput
+from portal.money import MoneyError, is_currency, parse_minor
 from portal.settings import Settings
 
 PROVIDERS = ("mollie", "stripe")
@@ -30,6 +32,57 @@ class ProviderConfig:
 
 
 SECRET_COLUMNS = ("mollie_api_key", "stripe_api_key", "stripe_webhook_secrets")
+
+
+@dataclass(frozen=True)
+class PartialPolicy:
+    """Whether a debtor may pay less than what they selected, and the least they may pay then. The minimum is
+    in one currency (the organization's); selections in another currency are paid in full."""
+
+    allowed: bool = False
+    minimum_minor: int = 0
+    currency: str | None = None
+
+    def allows(self, currency: str) -> bool:
+        return self.allowed and (self.currency is None or self.currency == currency)
+
+
+def partial_policy(conn: sa.Connection, organization_id: int) -> PartialPolicy:
+    row = conn.execute(sa.select(payment_settings.c.partial_payments, payment_settings.c.partial_minimum_minor,
+                                 payment_settings.c.partial_currency)
+                       .where(payment_settings.c.organization_id == organization_id)).first()
+    if row is None or not row.partial_payments:
+        return PartialPolicy()
+    return PartialPolicy(True, row.partial_minimum_minor or 0, row.partial_currency)
+
+
+def organization_currency(conn: sa.Connection, organization_id: int) -> str:
+    """The currency most of the organization's invoices are in (EUR before there are any)."""
+    found = conn.execute(sa.select(invoices.c.currency).where(invoices.c.organization_id == organization_id)
+                         .group_by(invoices.c.currency).order_by(sa.func.count().desc(), invoices.c.currency)
+                         .limit(1)).scalar()
+    return str(found or "EUR")
+
+
+def partial_values(conn: sa.Connection, organization_id: int, allowed: bool | None, minimum: str | None,
+                   currency: str | None) -> dict[str, Any]:
+    """The columns for `portal payments configure --[no-]partial-payments --partial-minimum AMOUNT
+    [--currency CUR]`, validated: the minimum is parsed in the currency's exact exponent."""
+    values: dict[str, Any] = {}
+    if allowed is not None:
+        values["partial_payments"] = allowed
+    if minimum is None and currency is None:
+        return values
+    if currency is not None and not is_currency(currency):
+        raise InvalidInput(f"unknown currency {currency!r}", [FieldError("/currency", "not an ISO 4217 code")])
+    code = currency or organization_currency(conn, organization_id)
+    values["partial_currency"] = code
+    if minimum is not None:
+        try:
+            values["partial_minimum_minor"] = parse_minor(minimum, code)
+        except MoneyError as exc:
+            raise InvalidInput(f"partial minimum: {exc}", [FieldError("/partial_minimum", str(exc))]) from exc
+    return values
 
 
 def config_for(conn: sa.Connection, organization_id: int, settings: Settings) -> ProviderConfig:
@@ -52,7 +105,9 @@ def config_for(conn: sa.Connection, organization_id: int, settings: Settings) ->
 def configure(conn: sa.Connection, organization_id: int, now: dt.datetime, box: SecretBox, *,
               providers: list[str] | None = None,
               mollie_api_key: str | None = None, mollie_methods: list[str] | None = None,
-              stripe_api_key: str | None = None, stripe_webhook_secrets: list[str] | None = None) -> None:
+              stripe_api_key: str | None = None, stripe_webhook_secrets: list[str] | None = None,
+              partial_payments: bool | None = None, partial_minimum: str | None = None,
+              currency: str | None = None) -> None:
     """Change only what is given."""
     if providers is not None and not set(providers) <= set(PROVIDERS):
         raise InvalidInput(f"providers are {', '.join(PROVIDERS)}")
@@ -65,6 +120,7 @@ def configure(conn: sa.Connection, organization_id: int, now: dt.datetime, box: 
         "stripe_webhook_secrets": [box.seal(secret) for secret in stripe_webhook_secrets]
         if stripe_webhook_secrets is not None else None}.items()
         if value is not None}
+    values.update(partial_values(conn, organization_id, partial_payments, partial_minimum, currency))
     # The organization's first settings are inserted; if they exist (or a concurrent first configure inserted
     # them meanwhile), what is given is changed.
     created = insert_or_ignore(conn, payment_settings, {"organization_id": organization_id, "updated_at": now, **values},

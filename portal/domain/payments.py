@@ -25,6 +25,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from portal.db import insert_or_ignore
 from portal.db.invoices import invoices
 from portal.db.payments import allocations, checkout_items, checkouts, payments, review_items
+from portal.domain import allocation
+from portal.domain.debtor import credit_minor, outstanding_minor
 from portal.domain.timeline import record_timeline
 from portal.domain.outbox import announce
 from portal.money import format_minor
@@ -110,8 +112,8 @@ _UPDATE_PAID = invoices.update().where(invoices.c.id == sa.bindparam("invoice_id
 _INSERT_ALLOCATION = allocations.insert()
 # A checkout's invoices with what it pays on each: only the columns the services read (not the lines' JSON).
 _ITEMS = (sa.select(checkout_items.c.amount_minor.label("item_minor"), invoices.c.id, invoices.c.external_id,
-                    invoices.c.number, invoices.c.status, invoices.c.currency, invoices.c.total_minor,
-                    invoices.c.paid_minor)
+                    invoices.c.number, invoices.c.kind, invoices.c.status, invoices.c.currency, invoices.c.total_minor,
+                    invoices.c.amount_due_minor, invoices.c.paid_minor, invoices.c.due_date, invoices.c.issue_date)
           .join(invoices, invoices.c.id == checkout_items.c.invoice_id)
           .where(checkout_items.c.checkout_id == sa.bindparam("checkout_id")).order_by(invoices.c.id))
 _LOCKED_ITEMS = _ITEMS.with_for_update(of=invoices)
@@ -241,28 +243,96 @@ def _record(conn: sa.Connection, checkout: sa.Row[Any], observation: PaymentObse
         "updated_at": now}).first()
     if payment is None:
         return None
-    payment_id = payment.id
+    items = _items(conn, checkout.id)
+    plan = _plan(items, observation.amount_minor)
+    by_id = {item.id: item for item in items}
+    # What no invoice can take any more (paid meanwhile, in another tab or by transfer) is not lost: it stays
+    # on the checkout's last invoice, over its total, for a person to refund.
+    excess_on = plan.invoices[-1].id if plan.excess_minor and plan.invoices else None
+    credit_left = plan.credit_minor
+    credited: list[tuple[sa.Row[Any], int]] = []
     overpaid = []
-    for item in _items(conn, checkout.id):
-        paid = item.paid_minor + item.item_minor
+    for share in plan.invoices:
+        item = by_id[share.id]
+        from_credit = min(credit_left, share.amount_minor)
+        credit_left -= from_credit
+        cash = share.amount_minor - from_credit + (plan.excess_minor if share.id == excess_on else 0)
+        if from_credit + cash == 0:
+            continue
+        paid = item.paid_minor + from_credit + cash
         _set_paid(conn, item, paid, now)
-        conn.execute(_INSERT_ALLOCATION, {
-            "organization_id": checkout.organization_id, "payment_id": payment_id, "invoice_id": item.id,
-            "amount_minor": item.item_minor, "kind": "payment", "created_at": now})
+        if from_credit:
+            credited.append((item, from_credit))
+            conn.execute(_INSERT_ALLOCATION, {
+                "organization_id": checkout.organization_id, "payment_id": payment.id, "invoice_id": item.id,
+                "amount_minor": from_credit, "kind": "credit", "created_at": now})
+        if cash:
+            conn.execute(_INSERT_ALLOCATION, {
+                "organization_id": checkout.organization_id, "payment_id": payment.id, "invoice_id": item.id,
+                "amount_minor": cash, "kind": "payment", "created_at": now})
         fully = paid >= item.total_minor
         detail = {"provider": observation.provider, "payment_id": observation.payment_id,
-                  "amount": format_minor(item.item_minor, item.currency), "currency": item.currency}
-        record_timeline(conn, checkout.organization_id, item.id, now, "payment", {**detail, "minor": item.item_minor})
+                  "amount": format_minor(cash, item.currency), "currency": item.currency}
+        if from_credit:
+            detail["credit"] = format_minor(from_credit, item.currency)
+        if cash:  # what credit alone covered is on the timeline as the credit note's (_use_credit)
+            record_timeline(conn, checkout.organization_id, item.id, now, "payment", {**detail, "minor": cash})
         announce(conn, checkout.organization_id, "invoice.paid" if fully else "invoice.partially_paid",
                  {**_invoice_ref(item), **detail, "amount_paid": format_minor(paid, item.currency),
+                  "amount_remaining": format_minor(_remaining_after(item, paid), item.currency),
                   "overpaid": format_minor(paid - item.total_minor, item.currency) if paid > item.total_minor
                   else None}, now, invoice_id=item.id)
         if paid > item.total_minor:
             overpaid.append(item.external_id)
+    _use_credit(conn, checkout, payment, plan, by_id, credited, now)
     if overpaid:
         _review(conn, checkout.organization_id, observation, "overpaid",
                 f"paid more than due on {', '.join(overpaid)}: refund the difference", now)
     return payment  # nothing above changes the payment's own row
+
+
+def _plan(items: list[sa.Row[Any]], amount_minor: int) -> allocation.Plan:
+    """The payment shared among the checkout's invoices as they are now (another payment may have reached
+    one of them since the checkout was made), with the credit notes' credit up to what the checkout planned."""
+    open_items = [allocation.OpenItem(
+        item.id, item.kind,
+        min(-item.item_minor, credit_minor(item)) if item.kind == "credit_note" else outstanding_minor(item),
+        item.due_date, item.issue_date) for item in items]
+    return allocation.allocate(amount_minor, open_items)
+
+
+def _remaining_after(item: sa.Row[Any], paid_minor: int) -> int:
+    """What the invoice still owes once `paid_minor` is recorded (as outstanding_minor reads it)."""
+    if item.status not in ("open", "paid"):
+        return 0
+    return max(0, min(item.amount_due_minor, item.total_minor - paid_minor))
+
+
+def _use_credit(conn: sa.Connection, checkout: sa.Row[Any], payment: sa.Row[Any], plan: allocation.Plan,
+                by_id: dict[int, sa.Row[Any]], credited: list[tuple[sa.Row[Any], int]], now: dt.datetime) -> None:
+    """The credit notes' part: each used note records its use (as paid, up to its total), on its timeline and
+    upstream, naming the invoices the credit went to; each of those invoices names the notes."""
+    notes = [(by_id[share.id], share) for share in plan.credits if share.amount_minor > 0]
+    if not notes:
+        return
+    invoices_named = [item.external_id for item, _ in credited]
+    numbers = [note.number or note.external_id for note, _ in notes]
+    for item, amount in credited:
+        record_timeline(conn, checkout.organization_id, item.id, now, "credit_note_applied", {
+            "credit_notes": numbers, "amount": format_minor(amount, item.currency), "minor": amount})
+    for note, share in notes:
+        _set_paid(conn, note, note.paid_minor + share.amount_minor, now)
+        conn.execute(_INSERT_ALLOCATION, {
+            "organization_id": checkout.organization_id, "payment_id": payment.id, "invoice_id": note.id,
+            "amount_minor": -share.amount_minor, "kind": "credit", "created_at": now})
+        amount = format_minor(share.amount_minor, note.currency)
+        record_timeline(conn, checkout.organization_id, note.id, now, "credit_note_used", {
+            "invoices": [item.number or item.external_id for item, _ in credited], "amount": amount,
+            "minor": share.amount_minor})
+        announce(conn, checkout.organization_id, "credit_note.applied", {
+            **_invoice_ref(note), "amount": amount, "currency": note.currency, "invoices": invoices_named,
+            "amount_remaining": format_minor(share.remaining_minor, note.currency),
+            "payment_id": payment.provider_payment_id, "provider": payment.provider}, now, invoice_id=note.id)
 
 
 def _set_paid(conn: sa.Connection, invoice: sa.Row[Any], paid_minor: int, now: dt.datetime) -> None:
@@ -306,16 +376,22 @@ def _rebalance(conn: sa.Connection, checkout: sa.Row[Any], payment: sa.Row[Any],
                now: dt.datetime) -> list[sa.Row[Any]]:
     """Make the payment's allocations sum to `target`: what is taken back comes off the invoices last-first,
     what is given back (a won dispute) returns first-first, never beyond each invoice's share."""
-    items = _items(conn, checkout.id)
-    held = dict(conn.execute(sa.select(allocations.c.invoice_id, sa.func.sum(allocations.c.amount_minor))
-                             .where(allocations.c.payment_id == payment.id)
-                             .group_by(allocations.c.invoice_id)).all())
-    move = target - sum(int(v) for v in held.values())
+    items = [item for item in _items(conn, checkout.id) if item.kind == "invoice"]
+    cash = allocations.c.kind != "credit"  # a refund gives back money, not the credit a credit note gave
+    rows = conn.execute(sa.select(allocations.c.invoice_id, allocations.c.kind, allocations.c.amount_minor)
+                        .where(allocations.c.payment_id == payment.id, cash)).all()
+    held: dict[int, int] = {}
+    given: dict[int, int] = {}  # what the payment first gave each invoice: a won dispute returns no more
+    for row in rows:
+        held[row.invoice_id] = held.get(row.invoice_id, 0) + int(row.amount_minor)
+        if row.kind == "payment":
+            given[row.invoice_id] = given.get(row.invoice_id, 0) + int(row.amount_minor)
+    move = target - sum(held.values())
     for item in (items if move > 0 else reversed(items)):
         if move == 0:
             break
-        on_invoice = int(held.get(item.id, 0))
-        change = min(move, item.item_minor - on_invoice) if move > 0 else max(move, -on_invoice)
+        on_invoice = held.get(item.id, 0)
+        change = min(move, given.get(item.id, 0) - on_invoice) if move > 0 else max(move, -on_invoice)
         if change == 0:
             continue
         _set_paid(conn, item, item.paid_minor + change, now)

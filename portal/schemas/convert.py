@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from portal.clock import as_utc
 from portal.domain.customers import CustomerInput
+from portal.domain.debtor import remaining_minor
 from portal.domain.invoices import InvoiceInput, derived_due_date
 from portal.errors import FieldError, InvalidInput
 from portal.money import MoneyError, exponent, format_minor, is_currency, parse_minor
@@ -153,6 +154,7 @@ def invoice_output(row: sa.Row[Any], base_url: str) -> dict[str, Any]:
     return {
         "external_id": row.external_id, **body,
         "amount_paid": format_minor(row.paid_minor, row.currency),
+        "amount_remaining": format_minor(remaining_minor(row), row.currency),
         "has_document": row.document_sha256 is not None, "document": document, "revision": row.revision,
         "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
         "activated_at": iso(row.activated_at), "cancelled_at": iso(row.cancelled_at),

@@ -195,7 +195,11 @@ class InvoiceOut(BaseModel):
     currency: str
     total: str
     amount_due: str
-    amount_paid: str = Field(description="What Quittance recorded as paid online.")
+    amount_paid: str = Field(description="What Quittance recorded as paid: online payments, credit notes the "
+                             "debtor deducted and, on a credit note, the credit already used.")
+    amount_remaining: str = Field(description="What is left, ready to use: on an open invoice, what the debtor "
+                                  "still owes (the lower of amount_due and total less amount_paid); on an open "
+                                  "credit note, the credit it still holds; 0 otherwise.")
     lines: list[LineOut]
     title: str | None
     header_note: str | None

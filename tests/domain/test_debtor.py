@@ -148,6 +148,12 @@ def test_every_page_shows_what_the_rules_say(database: Any, customer_ids: dict[s
     assert page.summary.overdue == per_currency(late, owed)
     assert page.summary.open_count == sum(1 for amount in owed.values() if amount)
     assert page.summary.overdue_count == len(late)
+    # Open credit notes count in the balance, with the credit they still hold.
+    credit = {r["id"]: debtor.credit_minor(SimpleNamespace(**r)) for r in visible}
+    assert page.summary.credit == per_currency(visible, credit)
+    balance = {c: page.summary.outstanding.get(c, 0) - page.summary.credit.get(c, 0)
+               for c in {*page.summary.outstanding, *page.summary.credit}}
+    assert page.summary.balance == {c: v for c, v in balance.items() if v}
     assert page.summary.years == sorted({r["issue_date"].year for r in visible if r["issue_date"]}, reverse=True)
 
     # The invoice page (and the PDF and the remark form, which read it through the same function), the zip

@@ -303,3 +303,36 @@ def test_allocations_always_sum_to_what_the_payment_still_holds(database: Any, s
     held = payment.amount_minor - payment.refunded_minor - payment.charged_back_minor
     assert allocated == max(0, held)
     assert paid_total == allocated
+
+
+def test_a_refund_gives_back_money_never_the_credit_note(database: Any, scope: Any, clock: Any,
+                                                         tenant: Tenant) -> None:
+    tenant.put_invoice("CN", number="CN-1", kind="credit_note", total="30.00", lines=[])
+    checkout, _ = database.run(checkout_service.start, scope, ids(database, "A"), "stripe", None, clock.now(),
+                               credit_ids=ids(database, "CN"))
+    assert checkout.amount_minor == 7000, "net of the credit note"
+    for _ in range(3):
+        database.run(apply, scope.organization_id, paid(checkout, payment_id="pi_1"), clock.now())
+    after = state(database)
+    assert after["invoices"]["A"] == ("paid", 10000) and after["invoices"]["CN"] == ("paid", 3000)
+    assert after["allocations"] == [("credit", 3000), ("payment", 7000), ("credit", -3000)]
+    assert after["events"] == ["invoice.paid", "credit_note.applied"]
+    database.run(apply, scope.organization_id, paid(checkout, payment_id="pi_1", refunded_minor=7000), clock.now())
+    after = state(database)
+    assert after["invoices"]["A"] == ("open", 3000), "the refund takes back the money; the credit stays applied"
+    assert after["invoices"]["CN"] == ("paid", 3000)
+    # A won dispute cannot give an invoice more than the payment first gave it.
+    database.run(apply, scope.organization_id, paid(checkout, payment_id="pi_1", refunded_minor=0), clock.now())
+    assert state(database)["invoices"]["A"] == ("paid", 10000)
+
+
+def test_money_follows_the_invoices_as_they_are_when_it_arrives(database: Any, scope: Any, clock: Any) -> None:
+    """A partial checkout planned for A, paid after A was paid in another tab: the money goes to what is
+    still owed in the checkout (B), and what nothing can take stays on its last invoice, reviewed as overpaid."""
+    both, _ = database.run(checkout_service.start, scope, ids(database, "A", "B"), "mollie", None, clock.now())
+    other = start(database, scope, clock, "A", provider="stripe")
+    database.run(apply, scope.organization_id, paid(other, payment_id="pi_other"), clock.now())
+    database.run(apply, scope.organization_id, paid(both, payment_id="tr_both"), clock.now())
+    after = state(database)
+    assert after["invoices"] == {"A": ("paid", 10000), "B": ("paid", 15000)}, "A is not paid twice"
+    assert after["reviews"] == ["overpaid"]

@@ -68,3 +68,13 @@ def test_document_is_openapi_3_1_and_lists_every_route(app: Any) -> None:
         for operation in item.values():
             assert operation["summary"], path
             assert "401" in operation["responses"], path
+
+
+def test_invoices_document_what_is_paid_and_what_remains(app: Any) -> None:
+    document = TestClient(app).get("/api/v1/openapi.json").json()
+    invoice = document["components"]["schemas"]["InvoiceOut"]
+    assert {"amount_paid", "amount_remaining"} <= set(invoice["required"])
+    assert invoice["properties"]["amount_remaining"]["type"] == "string"
+    assert "still owes" in invoice["properties"]["amount_remaining"]["description"]
+    events = document["components"]["schemas"]["EventOut"]["properties"]["type"]
+    assert "credit_note.applied" in events["enum"]

@@ -59,8 +59,10 @@ def register(api: Api) -> None:
                                      "Page size.")),
                    responses={200: ("The next events", EventPage)})
     async def list_events(ctx: ApiContext) -> Response:
-        """invoice.paid, invoice.partially_paid, payment.refunded, payment.charged_back, payment.needs_review and
-        remark.created, each written in the same transaction as the change it announces. Pull with `after`
+        """invoice.paid, invoice.partially_paid (both with `amount_paid` and `amount_remaining`), payment.refunded,
+        payment.charged_back, payment.needs_review, remark.created and credit_note.applied (a credit note the
+        debtor deducted from a payment), each written in the same transaction as the change it announces. Pull
+        with `after`
         until `items` is empty; a later issue also pushes them to your systems."""
         after, limit = _after(ctx), query_limit(ctx.request)
 

@@ -37,7 +37,8 @@ FORM_LIMIT = 16 * 1024
 FORM_FIELDS = 120
 # Debtor-visible timeline entries; the rest (pushes, revisions) is bookkeeping for staff.
 DEBTOR_TIMELINE = {"activated", "created", "due_date_extended", "cancelled", "document_attached", "remark", "payment",
-                   "refund", "refund_reversed", "chargeback", "chargeback_reversed"}
+                   "refund", "refund_reversed", "chargeback", "chargeback_reversed", "credit_note_applied",
+                   "credit_note_used"}
 
 
 def services_of(request: Request) -> Services:

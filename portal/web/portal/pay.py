@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,7 +25,8 @@ from portal import metrics
 from portal.domain import checkouts, payments, rate_limits
 from portal.domain.checkouts import OPEN_STATES
 from portal.domain.links import DebtorScope
-from portal.domain.payment_settings import ProviderConfig, config_for
+from portal.domain.payment_settings import PartialPolicy, ProviderConfig, config_for, partial_policy
+from portal.money import format_minor
 from portal.providers.calls import provider_call
 from portal.providers.interface import CheckoutLine, CheckoutRequest, ProviderError
 from portal.web.clients import refusal_headers
@@ -49,32 +51,106 @@ def _ids(values: list[str]) -> list[int]:
 
 
 async def pay_page(request: Request) -> Response:
-    """GET /portal/pay?invoice=…: the selected open invoices, their total, and the ways to pay."""
+    """GET /portal/pay?invoice=…[&credit=…]: the selected open invoices, the customer's open credit notes to
+    deduct, the total, the amount field when the seller takes partial payments, and the ways to pay."""
     ids = _ids(request.query_params.getlist("invoice"))
+    credit_ids = _ids(request.query_params.getlist("credit"))
     settings = services_of(request).settings
 
-    def read(conn: sa.Connection, scope: DebtorScope) -> tuple[Any, ProviderConfig]:
-        return _selection_or_error(conn, scope, ids), config_for(conn, scope.organization_id, settings)
+    def read(conn: sa.Connection, scope: DebtorScope) -> PayPage:
+        return _pay_page(conn, scope, ids, credit_ids, config_for(conn, scope.organization_id, settings))
 
-    debtor_req, (selection, config) = await debtor_request(request, read)
-    return _render_pay(debtor_req, selection, config, ids)
+    debtor_req, page = await debtor_request(request, read)
+    return _render_pay(debtor_req, page, ids)
 
 
-def _render_pay(debtor_req: DebtorRequest, selection: Any, config: ProviderConfig, ids: list[int],
-                status: int = 200, problem: str | None = None, retry_after: int = 0) -> Response:
+@dataclass(frozen=True)
+class PayPage:
+    """What the pay page shows: the selection (or the SelectionRefused saying why not), the open credit notes on
+    offer, and the seller's partial payment and provider settings."""
+
+    selection: Any
+    credits: list[tuple[Any, int]]
+    policy: PartialPolicy
+    config: ProviderConfig
+
+
+def _pay_page(conn: sa.Connection, scope: DebtorScope, ids: list[int], credit_ids: list[int],
+              config: ProviderConfig) -> PayPage:
+    selection = _selection_or_error(conn, scope, ids, credit_ids)
+    credits = [] if isinstance(selection, checkouts.SelectionRefused) else checkouts.open_credits(
+        conn, scope, selection.currency)
+    return PayPage(selection, credits, partial_policy(conn, scope.organization_id), config)
+
+
+def _render_pay(debtor_req: DebtorRequest, page: PayPage, ids: list[int], status: int = 200,
+                problem: str | None = None, retry_after: int = 0, *, amount: str = "",
+                refused: checkouts.AmountRefused | None = None,
+                proposal: checkouts.Proposal | None = None, method: str = "") -> Response:
     retry_minutes = -(-retry_after // 60)
+    selection = page.selection
     if isinstance(selection, checkouts.SelectionRefused):
-        problem = problem or ("currencies" if selection.code == "mixed_currencies" else "nothing")
+        problem = problem or {"mixed_currencies": "currencies", "credit_covers": "credit_covers"}.get(
+            selection.code, "nothing")
         return debtor_req.render("portal/pay.html", {"problem": problem, "rows": [], "ids": ids, "choices": [],
                                                      "retry_minutes": retry_minutes},
                                  status=422 if status == 200 else status)
+    currency = selection.currency
+    partial = page.policy.allows(currency)
+    chosen = {row.id for row, _ in selection.credits}
+    offered = choices(page.config)
+    rows = {row.id: row for row, _ in (*selection.items, *selection.credits)}
+    preview = None
+    if proposal is not None:
+        amount = format_minor(proposal.amount_minor, currency)  # what the confirmation posts, as we read it
+        preview = [{"number": rows[share.id].number or rows[share.id].external_id, "kind": share.kind,
+                    "applied": Amount(share.amount_minor, currency),
+                    "remaining": Amount(share.remaining_minor, currency), "settled": share.settled}
+                   for share in (*proposal.plan.credits, *proposal.plan.invoices)]
     return debtor_req.render("portal/pay.html", {
         "problem": problem, "ids": [row.id for row, _ in selection.items],
-        "rows": [{**row_view(row, debtor_req.today), "pay": Amount(amount, selection.currency)}
-                 for row, amount in selection.items],
-        "total": Amount(selection.amount_minor, selection.currency), "choices": choices(config),
+        "rows": [{**row_view(row, debtor_req.today), "pay": Amount(amount_, currency)}
+                 for row, amount_ in selection.items],
+        "credits": [{"id": row.id, "number": row.number or row.external_id, "issue_date": row.issue_date,
+                     "credit": Amount(credit, currency), "chosen": row.id in chosen} for row, credit in page.credits],
+        "credit_ids": sorted(chosen),
+        "owed": Amount(selection.owed_minor, currency), "credit": Amount(selection.credit_minor, currency),
+        "total": Amount(selection.amount_minor, currency), "choices": offered,
+        "method": method if any(f"{p}:{m}" == method for p, m in offered) else "",
+        "partial": partial, "minimum": Amount(max(1, page.policy.minimum_minor), currency),
+        "currency": currency, "amount": amount, "total_plain": format_minor(selection.amount_minor, currency), "refused": refused, "preview": preview,
+        "pay_now": Amount(proposal.amount_minor if proposal else selection.amount_minor, currency),
+        # Partial amounts and credit notes are confirmed on a preview of their allocation before paying.
+        "confirm_first": proposal is None and (partial or bool(page.credits)),
         "retry_minutes": retry_minutes,
     }, status=status)
+
+
+async def preview_payment(request: Request) -> Response:
+    """POST /portal/pay/preview: how the amount entered (and the credit notes ticked) will be shared among the
+    selected invoices, oldest due first, with the button that pays it. Writes nothing; a bad amount is
+    shown on the page (422) with what is wrong."""
+    form = await read_form(request)
+    services = services_of(request)
+    posted_secret(request, form)
+    ids, credit_ids = _ids(form.getlist("invoice")), _ids(form.getlist("credit"))
+    amount, currency = str(form.get("amount", "")), form.get("currency")
+
+    def read(conn: sa.Connection, scope: DebtorScope) -> tuple[PayPage, Any]:
+        page = _pay_page(conn, scope, ids, credit_ids, config_for(conn, scope.organization_id, services.settings))
+        if isinstance(page.selection, checkouts.SelectionRefused):
+            return page, None
+        try:
+            return page, checkouts.choose_amount(page.selection, page.policy, amount,
+                                                 str(currency) if currency is not None else None)
+        except checkouts.AmountRefused as exc:
+            return page, exc
+
+    debtor_req, (page, outcome) = await debtor_request(request, read)
+    method = str(form.get("method", ""))
+    if isinstance(outcome, checkouts.AmountRefused):
+        return _render_pay(debtor_req, page, ids, status=422, amount=amount[:40], refused=outcome, method=method)
+    return _render_pay(debtor_req, page, ids, amount=amount[:40], proposal=outcome, method=method)
 
 
 async def start_checkout(request: Request) -> Response:
@@ -84,13 +160,16 @@ async def start_checkout(request: Request) -> Response:
     form = await read_form(request)
     services = services_of(request)
     posted_secret(request, form)
-    ids = _ids(form.getlist("invoice"))
+    ids, credit_ids = _ids(form.getlist("invoice")), _ids(form.getlist("credit"))
+    amount, currency = form.get("amount"), form.get("currency")
+    amount = str(amount) if amount is not None else None
+    currency = str(currency) if currency is not None else None
     provider_name, _, method = str(form.get("method", "")).partition(":")
     now = services.now()
 
-    def prepare(conn: sa.Connection, scope: DebtorScope) -> tuple[Any, str | None, ProviderConfig]:
-        """The checkout (and those it supersedes), or why not: "method" (not a way this seller offers) or
-        "selection" (these invoices cannot be paid together)."""
+    def prepare(conn: sa.Connection, scope: DebtorScope) -> tuple[Any, Any, ProviderConfig]:
+        """The checkout (and those it supersedes), or why not: "method" (not a way this seller offers),
+        "selection" (these invoices cannot be paid together) or the AmountRefused."""
         config = config_for(conn, scope.organization_id, services.settings)
         if (provider_name, method) not in choices(config):
             return None, "method", config
@@ -100,22 +179,30 @@ async def start_checkout(request: Request) -> Response:
             return throttle, None, config
         try:
             return checkouts.start(conn, scope, ids, provider_name, method if provider_name == "mollie" else None,
-                                   now), None, config
+                                   now, credit_ids=credit_ids, amount=amount, currency=currency), None, config
         except checkouts.SelectionRefused:
             return None, "selection", config
+        except checkouts.AmountRefused as exc:
+            return None, exc, config
 
     debtor_req, (started, refused, config) = await debtor_request(request, prepare, write=True, durable=True,
                                                                         now=now)
+
+    async def page_again() -> PayPage:
+        return await services.db.read(
+            lambda conn: _pay_page(conn, debtor_req.scope, ids, credit_ids, config))
+
     if isinstance(started, rate_limits.Verdict):
-        selection = await services.db.read(lambda conn: _selection_or_error(conn, debtor_req.scope, ids))
         # The selection again, with when to try; nothing went to a provider.
-        response = _render_pay(debtor_req, selection, config, ids, status=429, problem="too_many",
+        response = _render_pay(debtor_req, await page_again(), ids, status=429, problem="too_many",
                                retry_after=started.retry_after)
         response.headers.update(refusal_headers(rate_limits.CHECKOUT_STARTS, started))
         return response
+    if isinstance(refused, checkouts.AmountRefused):
+        return _render_pay(debtor_req, await page_again(), ids, status=422, amount=(amount or "")[:40],
+                           refused=refused, method=str(form.get("method", "")))
     if refused is not None:
-        selection = await services.db.read(lambda conn: _selection_or_error(conn, debtor_req.scope, ids))
-        return _render_pay(debtor_req, selection, config, ids, status=422,
+        return _render_pay(debtor_req, await page_again(), ids, status=422,
                            problem="method" if refused == "method" else None)
     checkout, superseded = started
     if checkout.status == "paid":
@@ -126,10 +213,11 @@ async def start_checkout(request: Request) -> Response:
     provider = services.providers.get(provider_name, config)
     items = await services.db.read(checkouts.items_of, checkout.id)
     base = services.settings.base_url
+    description = _description(debtor_req.scope, items)
     request_ = CheckoutRequest(
         checkout_public_id=checkout.public_id, currency=checkout.currency, amount_minor=checkout.amount_minor,
-        description=_description(debtor_req.scope, items), idempotency_key=f"quittance-{checkout.public_id}",
-        lines=tuple(CheckoutLine(f"{item.number or item.external_id}", item.amount_minor) for item in items),
+        description=description, idempotency_key=f"quittance-{checkout.public_id}",
+        lines=_lines(items, checkout.amount_minor, description),
         return_url=f"{base}/portal/checkouts/{checkout.public_id}",
         cancel_url=f"{base}/portal/checkouts/{checkout.public_id}?cancelled=1",
         webhook_url=f"{base}/webhooks/{provider_name}/{debtor_req.scope.organization_slug}",
@@ -138,8 +226,7 @@ async def start_checkout(request: Request) -> Response:
         opened = await provider_call(provider.create_checkout, request_)
     except ProviderError:
         await services.db.write(checkouts.provider_failed, checkout.id, services.now())
-        selection = await services.db.read(lambda conn: _selection_or_error(conn, debtor_req.scope, ids))
-        return _render_pay(debtor_req, selection, config, ids, status=503, problem="provider")
+        return _render_pay(debtor_req, await page_again(), ids, status=503, problem="provider")
     await services.db.write(checkouts.opened_at_provider, checkout.id, opened.provider_ref, opened.url,
                             opened.expires_at, services.now(), durable=True)
     # Older open checkouts of these invoices are stopped at their provider once the debtor is on their way.
@@ -147,16 +234,25 @@ async def start_checkout(request: Request) -> Response:
     return RedirectResponse(opened.url, status_code=303, background=cancel_old)
 
 
-def _selection_or_error(conn: sa.Connection, scope: DebtorScope, ids: list[int]) -> Any:
+def _lines(items: list[Any], amount_minor: int, description: str) -> tuple[CheckoutLine, ...]:
+    """One line per invoice paid; with a credit note deducted, one line for the net amount (providers take no
+    negative lines)."""
+    if any(item.amount_minor < 0 for item in items):
+        return (CheckoutLine(description[:250], amount_minor),)
+    return tuple(CheckoutLine(f"{item.number or item.external_id}", item.amount_minor) for item in items)
+
+
+def _selection_or_error(conn: sa.Connection, scope: DebtorScope, ids: list[int],
+                        credit_ids: list[int] | None = None) -> Any:
     """The selection, or why it cannot be paid (a SelectionRefused, shown on the page)."""
     try:
-        return checkouts.select_payable(conn, scope, ids)
+        return checkouts.select_payable(conn, scope, ids, credit_ids)
     except checkouts.SelectionRefused as exc:
         return exc
 
 
 def _description(scope: DebtorScope, items: list[Any]) -> str:
-    numbers = ", ".join(str(item.number or item.external_id) for item in items)
+    numbers = ", ".join(str(item.number or item.external_id) for item in items if item.amount_minor > 0)
     return f"{scope.organization_name}: {numbers}"[:255]
 
 
@@ -237,7 +333,8 @@ async def return_page(request: Request) -> Response:
         "checkout": checkout, "items": items, "waiting": waiting, "left": left, "check": check,
         "reload_without_script": waiting and check < NOSCRIPT_CHECKS,
         "amount": Amount(checkout.amount_minor, checkout.currency),
-        "retry_ids": [item.id for item in items],
+        "retry_ids": [item.id for item in items if item.kind == "invoice"],
+        "retry_credit_ids": [item.id for item in items if item.kind == "credit_note"],
     })
 
 
@@ -273,6 +370,7 @@ async def checkout_status(request: Request) -> Response:
 
 routes = [
     Route("/portal/pay", pay_page, methods=["GET"]),
+    Route("/portal/pay/preview", preview_payment, methods=["POST"]),
     Route("/portal/checkout", start_checkout, methods=["POST"]),
     Route("/portal/checkouts/{public_id}", return_page, methods=["GET"]),
     Route("/portal/checkouts/{public_id}/cancel", cancel_checkout, methods=["POST"]),

@@ -87,6 +87,9 @@ def invoice_view(row: Any, today: dt.date) -> dict[str, Any]:
 def summary_view(summary: Summary) -> dict[str, Any]:
     return {
         "outstanding": [Amount(v, c) for c, v in sorted(summary.outstanding.items())],
+        # What the debtor owes once their open credit notes are counted (negative: the seller owes them).
+        "balance": [Amount(v, c) for c, v in sorted(summary.balance.items())],
+        "credit": [Amount(v, c) for c, v in sorted(summary.credit.items())],
         "overdue": [Amount(v, c) for c, v in sorted(summary.overdue.items())],
         "open_count": summary.open_count, "overdue_count": summary.overdue_count,
     }
