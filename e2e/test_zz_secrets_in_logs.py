@@ -1,7 +1,7 @@
 """After every browser test of a backend (links opened, sessions, payments through Mollie and Stripe, signed
-webhooks, downloads), the server's log, written at DEBUG, holds none of the secrets it was given or handed out.
+webhooks, downloads, staff sign-in), the server's log, written at DEBUG, holds none of the secrets it was given or handed out.
 
-This module runs after the others of its backend (pytest keeps file order within a backend's tests)."""
+Its name puts it after the other modules (staff sign-in included): pytest runs a backend's tests in file order."""
 
 from __future__ import annotations
 
