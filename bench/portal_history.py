@@ -367,9 +367,10 @@ def _ceiling_app(config: CeilingConfig) -> Any:
     csrf = "x" * 86  # as long as a real token; the app signs one per page, the ceiling does not
 
     def build(results: list[tuple[list[str], list[tuple[Any, ...]]]]) -> str:
-        # The page is four queries: the link (links.resolve), the totals, the count, and the page of invoices.
+        # The page is five queries: the debtor's session (by its secret's hash; the ceiling only runs it, as
+        # the app must), the link (links.resolve), the totals, the count, and the page of invoices.
         today = dt.datetime.now(dt.UTC).date()
-        (link_names, link_rows), (_, totals), (_, counted), (names, rows) = results
+        _session, (link_names, link_rows), (_, totals), (_, counted), (names, rows) = results
         link = dict(zip(link_names, link_rows[0], strict=True))
         if isinstance(link["expires_at"], str):  # sqlite3 gives text
             link["expires_at"] = dt.datetime.fromisoformat(link["expires_at"])
