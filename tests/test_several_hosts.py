@@ -216,15 +216,25 @@ def stop(process: subprocess.Popen[bytes]) -> int:
 def test_two_workers_send_each_of_500_deliveries_once(deployment: Deployment, upstream: Any) -> None:
     received, url = upstream
     org_id = announced(deployment, url, "deliveries")
+    holders: set[str] = set()
+
+    def all_received() -> bool:
+        """Also notes which workers hold leases meanwhile (a delivered row keeps no owner)."""
+        with deployment.database.transaction() as conn:
+            holders.update(conn.scalars(sa.select(deliveries.c.lease_owner).distinct().where(
+                deliveries.c.organization_id == org_id, deliveries.c.status == "in_flight")))
+        return len(received.received) >= EVENTS
+
     workers = [deployment.worker(), deployment.worker()]
     try:
-        wait_for(lambda: len(received.received) >= EVENTS, timeout=120)
+        wait_for(all_received, timeout=120)
         wait_for(lambda: statuses(deployment, org_id) == Counter({"delivered": EVENTS}), timeout=30)
     finally:
         codes = [stop(process) for process in workers]
     keys = Counter(received.keys())
     assert len(keys) == EVENTS and set(keys.values()) == {1}, "each delivery received exactly once"
     assert "" not in keys
+    assert len(holders) == 2, "both workers took part"
     assert codes == [0, 0], "SIGTERM ends both workers cleanly"
 
 
