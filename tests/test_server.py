@@ -74,16 +74,19 @@ def portal(env: dict[str, str], *args: str) -> str:
 
 
 def start(tmp: Path, *args: str, workers: int = 2, port_from_env: bool = False,
-          environment: dict[str, str] | None = None) -> Server:
+          environment: dict[str, str] | None = None, database_url: str | None = None,
+          key: str | None = None) -> Server:
     """`portal serve` on a free port (given with --port, or in $PORT as a platform does), once every worker has
-    started its app."""
-    url = f"sqlite:///{tmp / 'portal.db'}"
+    started its app. Its database is a temporary SQLite file unless `database_url` names one (several hosts share
+    it); the organization "acme" and an API key of it are created there unless `key` is one already."""
+    url = database_url or f"sqlite:///{tmp / 'portal.db'}"
     upgrade(url)
     env = {**os.environ, "PORTAL_DATABASE_URL": url, "PORTAL_STORAGE_DIR": str(tmp / "files"),
            "PORTAL_SECRET_KEYS": "test-server-key", "PORTAL_LIMIT_JSON_BYTES": str(JSON_LIMIT),
            "NO_PROXY": "127.0.0.1,localhost", **(environment or {})}
-    portal(env, "org", "create", "acme", "--name", "Acme")
-    key = portal(env, "apikey", "create", "acme", "--name", "tests").strip().splitlines()[-1]
+    if key is None:
+        portal(env, "org", "create", "acme", "--name", "Acme")
+        key = portal(env, "apikey", "create", "acme", "--name", "tests").strip().splitlines()[-1]
     port = free_port()
     log = tmp / f"server-{port}.log"
     port_args = ["--port", str(port)]

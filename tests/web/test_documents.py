@@ -334,3 +334,22 @@ def test_the_operations_are_in_the_openapi_document(invoices: Tenant) -> None:
     archives = paths["/api/v1/invoice-document-archives"]["post"]
     assert "application/zip" in archives["requestBody"]["content"]
     assert {"200", "413", "415", "422"} <= set(archives["responses"])
+
+
+# --- On an S3-compatible store ----------------------------------------------------------------------------
+
+
+def test_uploads_and_archives_are_stored_in_an_s3_store(invoices: Tenant, settings: Settings, database: Database,
+                                                        clock: FrozenClock, s3_bucket: str) -> None:
+    """An object store has no directory to spool an upload into: the body goes to the store's own temporary file
+    (an upload through the API once answered 500 here), then into the bucket, and comes back byte for byte."""
+    app = create_app(dataclasses.replace(settings, storage_url=s3_bucket), clock=clock, database=database)
+    with TestClient(app, headers={"Authorization": f"Bearer {invoices.key}"}, raise_server_exceptions=False) as s3:
+        pdf, other = make_pdf("Invoice 2026-0001"), make_pdf("Invoice 2026-0002")
+        put = s3.put(document_url("INV-1"), content=pdf, headers=PDF)
+        assert put.status_code == 201, put.text
+        archive = s3.post(ARCHIVES, content=make_zip([("INV-2.pdf", other)]), headers=ZIP)
+        assert archive.status_code == 200, archive.text
+        assert s3.get(document_url("INV-1")).content == pdf
+        assert s3.get(document_url("INV-2")).content == other
+    assert not any(path.is_file() for path in settings.storage_dir.rglob("*")), "nothing on the local disk"

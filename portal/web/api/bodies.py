@@ -6,8 +6,6 @@ chunked or lying body is cut off as soon as the bytes read pass it.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +15,7 @@ import pydantic
 from starlette.requests import Request
 
 from portal.schemas.validation import validate
+from portal.storage.base import DocumentStore
 from portal.web.api.problems import malformed, too_large, unsupported_media_type
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -52,18 +51,19 @@ async def read_bounded(request: Request, limit: int) -> bytes:
     return b"".join([chunk async for chunk in bounded_stream(request, limit)])
 
 
-async def spool_to_file(request: Request, limit: int, directory: Path) -> Path:
-    """Stream the body into a temporary file in `directory` (never all in memory); the caller removes it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=directory, prefix="upload-", suffix=".part")
+async def spool_to_file(request: Request, limit: int, store: DocumentStore) -> Path:
+    """Stream the body into the store's temporary file (never all in memory); the caller removes it. The store
+    chooses where: next to its files for a local directory (so storing is a rename), the system's temporary
+    directory for an object store, which has no directory to spool into."""
+    file, path = store.temporary_file()
     try:
-        with os.fdopen(handle, "wb") as file:
+        with file:
             async for chunk in bounded_stream(request, limit):
                 file.write(chunk)
     except BaseException:
-        os.unlink(name)
+        path.unlink(missing_ok=True)
         raise
-    return Path(name)
+    return path
 
 
 def parse_json(body: bytes) -> Any:

@@ -47,7 +47,7 @@ def register(api: Api) -> None:
         # Before reading a byte: an unknown invoice (or another organization's) costs no upload.
         await services.db.read(get_invoice, ctx.org_id, external_id)
         store = services.documents
-        path = await spool_to_file(ctx.request, services.settings.limits.pdf_bytes, store.incoming)
+        path = await spool_to_file(ctx.request, services.settings.limits.pdf_bytes, store)
         try:
             try:
                 await run_in_threadpool(screen_pdf, path)
@@ -102,7 +102,7 @@ def register(api: Api) -> None:
         services = ctx.services
         limits = services.settings.limits
         store = services.documents
-        path = await spool_to_file(ctx.request, limits.archive_bytes, store.incoming)
+        path = await spool_to_file(ctx.request, limits.archive_bytes, store)
         try:
             staged = await _stage(ctx, path)
         except ArchiveRefused as exc:
