@@ -16,6 +16,7 @@ Guarantees, each enforced in one transaction with the checkout and its invoices 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -224,7 +225,7 @@ def _review(conn: sa.Connection, organization_id: int, observation: PaymentObser
              {"provider": observation.provider, "payment_id": payment_id, "reason": reason, "detail": detail}, now)
 
 
-def _items(conn: sa.Connection, checkout_id: int) -> list[sa.Row[Any]]:
+def _items(conn: sa.Connection, checkout_id: int) -> Sequence[sa.Row]:
     """The checkout's invoices, locked in id order (so two payments never deadlock each other)."""
     query = _LOCKED_ITEMS if conn.dialect.name == "postgresql" else _ITEMS
     return conn.execute(query, {"checkout_id": checkout_id}).all()

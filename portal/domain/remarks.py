@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -72,7 +73,7 @@ def _query(organization_id: int) -> sa.Select[Any]:
             .where(remarks.c.organization_id == organization_id))
 
 
-def thread(conn: sa.Connection, organization_id: int, invoice_id: int) -> list[sa.Row[Any]]:
+def thread(conn: sa.Connection, organization_id: int, invoice_id: int) -> Sequence[sa.Row]:
     return conn.execute(_query(organization_id).where(remarks.c.invoice_id == invoice_id)
                         .order_by(remarks.c.id)).all()
 
