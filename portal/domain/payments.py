@@ -304,7 +304,7 @@ def _adjust(conn: sa.Connection, checkout: sa.Row[Any], payment: sa.Row[Any], ki
 
 
 def _rebalance(conn: sa.Connection, checkout: sa.Row[Any], payment: sa.Row[Any], target: int, kind: str,
-               now: dt.datetime) -> list[sa.Row[Any]]:
+               now: dt.datetime) -> Sequence[sa.Row]:
     """Make the payment's allocations sum to `target`: what is taken back comes off the invoices last-first,
     what is given back (a won dispute) returns first-first, never beyond each invoice's share."""
     items = _items(conn, checkout.id)

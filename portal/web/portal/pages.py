@@ -6,7 +6,7 @@ transaction that also re-checks the link, through the domain's functions, which 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -41,7 +41,7 @@ DEBTOR_TIMELINE = {"activated", "created", "due_date_extended", "cancelled", "do
 
 
 def services_of(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 def chosen_language(request: Request, scope: DebtorScope | None, fallback: str | None = None) -> str:
@@ -228,7 +228,7 @@ def _invoice_id(request: Request) -> int:
 async def _invoice_context(request: Request) -> tuple[DebtorRequest, dict[str, Any]]:
     invoice_id = _invoice_id(request)
 
-    def read(conn: sa.Connection, scope: DebtorScope) -> tuple[Any, list[Any], list[Any]]:
+    def read(conn: sa.Connection, scope: DebtorScope) -> tuple[Any, list[Any], Sequence[Any]]:
         row = debtor.invoice(conn, scope, invoice_id)
         events = [e for e in timeline_of(conn, scope.organization_id, row.id) if e.kind in DEBTOR_TIMELINE]
         return row, events, remarks.thread(conn, scope.organization_id, row.id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -155,7 +156,7 @@ def _selection_or_error(conn: sa.Connection, scope: DebtorScope, ids: list[int])
         return exc
 
 
-def _description(scope: DebtorScope, items: list[Any]) -> str:
+def _description(scope: DebtorScope, items: Sequence[Any]) -> str:
     numbers = ", ".join(str(item.number or item.external_id) for item in items)
     return f"{scope.organization_name}: {numbers}"[:255]
 
