@@ -38,8 +38,8 @@ def add_debtor_remark(conn: sa.Connection, scope: DebtorScope, invoice_id: int, 
     if conn.scalar(visible) is None:
         raise NotFound("no such invoice")
     for limit, window in (RATE_LIMIT, DAILY_LIMIT):
-        recent = conn.scalar(sa.select(sa.func.count()).select_from(remarks).where(
-            remarks.c.link_id == scope.link_id, remarks.c.created_at > now - window))
+        recent = conn.execute(sa.select(sa.func.count()).select_from(remarks).where(
+            remarks.c.link_id == scope.link_id, remarks.c.created_at > now - window)).scalar_one()
         if recent >= limit:
             raise TooManyRemarks()
     remark_id = conn.execute(remarks.insert().values(

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
-from starlette.datastructures import FormData
+from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -35,6 +35,8 @@ T = TypeVar("T")
 FORM_LIMIT = 16 * 1024
 # Enough for a checkout of 100 invoices plus the other fields.
 FORM_FIELDS = 120
+# A urlencoded form: text values only (multipart, with uploads, is refused by read_form).
+Form = ImmutableMultiDict[str, str]
 # Debtor-visible timeline entries; the rest (pushes, revisions) is bookkeeping for staff.
 DEBTOR_TIMELINE = {"activated", "created", "due_date_extended", "cancelled", "document_attached", "remark", "payment",
                    "refund", "refund_reversed", "chargeback", "chargeback_reversed"}
@@ -118,7 +120,7 @@ async def debtor_request(request: Request, work: Callable[[sa.Connection, Debtor
     return DebtorRequest(request, session, scope, now), result
 
 
-def posted_secret(request: Request, form: FormData) -> str:
+def posted_secret(request: Request, form: Form) -> str:
     """The session secret of a form post whose CSRF token is that session's (the session itself is read
     in the handler's transaction)."""
     secret = sessions.cookie_secret(request)
@@ -293,14 +295,14 @@ def _unique(names: set[str], wanted: str) -> str:
     return candidate
 
 
-async def read_form(request: Request) -> FormData:
+async def read_form(request: Request) -> Form:
     """A small urlencoded form, read with a bound (the body and the number of fields)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise HttpProblem(415, "unsupported-media-type", "Unsupported media type", "Send a form.")
     body = await read_bounded(request, FORM_LIMIT)
     try:
-        return FormData(parse_qsl(body.decode(), max_num_fields=FORM_FIELDS))
+        return Form(parse_qsl(body.decode(), max_num_fields=FORM_FIELDS))
     except (UnicodeDecodeError, ValueError) as exc:
         raise HttpProblem(400, "malformed", "Malformed request", "Bad form.") from exc
 
@@ -339,7 +341,7 @@ async def post_remark(request: Request) -> Response:
     return RedirectResponse(f"/portal/invoices/{invoice_id}?sent=1#remarks", status_code=303)
 
 
-async def _remark_form_again(request: Request, form: FormData, exc: QuittanceError) -> Response:
+async def _remark_form_again(request: Request, form: Form, exc: QuittanceError) -> Response:
     """The invoice page again, with the debtor's text kept and the problem said next to the field."""
     debtor_req, context = await _invoice_context(request)
     rate_limited = isinstance(exc, remarks.TooManyRemarks)
