@@ -87,7 +87,7 @@ def may_contain_control_characters(json_text: bytes) -> bool:
 
 @functools.cache
 def _list_adapter(model: type[M]) -> pydantic.TypeAdapter[list[M]]:
-    return pydantic.TypeAdapter(list[model])  # type: ignore[valid-type]
+    return pydantic.TypeAdapter(list[model])  # type: ignore[valid-type]  # a list type built at run time
 
 
 def validate_each(model: type[M], items: Sequence[Any], prefix: str, positions: Sequence[int] | None = None,
