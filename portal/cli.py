@@ -6,7 +6,9 @@ import dataclasses
 import shutil
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 import sqlalchemy
@@ -132,7 +134,7 @@ def apikey() -> None:
 @click.option("--name", required=True, help="What the key is for, e.g. the billing system's name.")
 def apikey_create(org_slug: str, name: str) -> None:
     """Create a key and print it once; only its hash is stored."""
-    def create(conn):  # type: ignore[no-untyped-def]
+    def create(conn: sqlalchemy.Connection) -> tuple[orgs.ApiKeyInfo, str]:
         return orgs.create_api_key(conn, orgs.get_organization(conn, org_slug), name, SystemClock().now())
 
     info, key = _run(create)
@@ -178,7 +180,7 @@ def staff_create(org_slug: str, email: str, role: str, name: str | None, locale:
 
     password = None
     if password_stdin:
-        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+        password = sys.stdin.readline().rstrip("\r\n")
         problem = staff_domain.password_problem(password)
         if problem is not None:
             click.echo(f"error: the password is {problem.replace('_', ' ')} "
@@ -186,7 +188,7 @@ def staff_create(org_slug: str, email: str, role: str, name: str | None, locale:
             sys.exit(1)
     now = SystemClock().now()
 
-    def create(conn):  # type: ignore[no-untyped-def]
+    def create(conn: sqlalchemy.Connection) -> tuple[Any, str | None]:
         org_id = orgs.get_organization(conn, org_slug).id
         person = staff_domain.add_staff(conn, org_id, email, role, now, name=name, locale=locale)
         if password is not None:
@@ -313,7 +315,7 @@ def demo_serve(host: str, port: int) -> None:
 @click.argument("number")
 def demo_pdf(number: str) -> None:
     """Write a small sample invoice PDF to standard output, to try the document upload with."""
-    click.get_binary_stream("stdout").write(sample_pdf(number))
+    sys.stdout.buffer.write(sample_pdf(number))  # click.get_binary_stream is deprecated (gone in Click 9)
 
 
 @main.group()
@@ -629,7 +631,10 @@ def _store_logo(path: str) -> tuple[str, str]:
     return store.store_file(temp).sha256, media_type
 
 
-def _run(fn, *args):  # type: ignore[no-untyped-def]
+T = TypeVar("T")
+
+
+def _run(fn: Callable[..., T], *args: Any) -> T:
     database = _database()
     try:
         return database.run(fn, *args)

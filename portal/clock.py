@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Protocol
+from typing import Protocol, overload
 
 
 class Clock(Protocol):
@@ -29,6 +29,12 @@ class FrozenClock:
         self._at += dt.timedelta(**delta)
 
 
+@overload
+def as_utc(value: dt.datetime) -> dt.datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+@overload
+def as_utc(value: dt.datetime | None) -> dt.datetime | None: ...
 def as_utc(value: dt.datetime | None) -> dt.datetime | None:
     """In UTC. SQLite hands back naive datetimes, and every one we store is UTC; PostgreSQL's come in the
     session's TimeZone through psycopg, and are shown the same either way."""

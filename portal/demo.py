@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 
@@ -32,10 +32,19 @@ from portal.settings import Settings
 from portal.storage import DocumentStore, StoredFile
 from portal.tokens import TokenService
 
+
+class BrandingFields(TypedDict):
+    """The keyword arguments of organizations.set_branding that the demo sets."""
+
+    color: str
+    contact_email: str
+    contact_phone: str
+
+
 DEMO_SLUG = "demo"
 DEMO_NAME = "Comptoir Brabançon SRL"
-DEMO_BRANDING = {"color": "#1f6f5c", "contact_email": "facturation@comptoir-brabancon.example",
-                 "contact_phone": "+32 2 555 01 23"}
+DEMO_BRANDING = BrandingFields(color="#1f6f5c", contact_email="facturation@comptoir-brabancon.example",
+                               contact_phone="+32 2 555 01 23")
 # scripts/demo revokes only keys of this name, so keys a person made for the demo organization survive.
 DEMO_KEY_NAME = "scripts/demo"
 CURRENCY = "EUR"
@@ -134,7 +143,7 @@ def _round(value: Decimal) -> int:
 def invoice_input(demo: DemoInvoice, today: dt.date) -> InvoiceInput:
     """The demo invoice in storage form. Totals follow the rule part-activation uses: each line's VAT rounded
     half up, so the demo's figures add up the same way a split draft's would."""
-    lines = []
+    lines: list[dict[str, Any]] = []
     for line in demo.lines:
         unit_minor = parse_minor(line.unit_price, CURRENCY)
         lines.append({"description": line.description, "quantity": line.quantity, "vat_rate": line.vat_rate,
@@ -212,8 +221,8 @@ def load_demo(conn: sa.Connection, documents: DocumentStore, now: dt.datetime) -
 
     files = [(demo.external_id, _store_pdf(conn, org, documents, demo.external_id))
              for demo in INVOICES if demo.with_document]
-    for outcome in attach_documents(conn, org.id, files, now, source="upload"):
-        summary.documents[outcome.result] += 1
+    for attached in attach_documents(conn, org.id, files, now, source="upload"):
+        summary.documents[attached.result] += 1
     return summary
 
 

@@ -192,13 +192,13 @@ class Environment(BaseSettings):
                                Field(description="comma-separated Fernet keys, newest first (make one with "
                                                  "`portal secrets generate-key`)")] = ()
     # The outbox worker's tuning (portal.worker.WorkerSettings); unset means the worker's own default.
-    worker_batch: Count | None = Field(None, description=_WHOLE)
-    worker_concurrency: Count | None = Field(None, description=_WHOLE)
-    worker_lease_seconds: Seconds | None = Field(None, description=_SECONDS)
-    worker_max_attempts: Count | None = Field(None, description=_WHOLE)
-    worker_timeout_seconds: Seconds | None = Field(None, description=_SECONDS)
-    worker_idle_poll_seconds: Seconds | None = Field(None, description=_SECONDS)
-    worker_reconcile_seconds: Seconds | None = Field(None, description=_SECONDS)
+    worker_batch: Count | None = Field(default=None, description=_WHOLE)
+    worker_concurrency: Count | None = Field(default=None, description=_WHOLE)
+    worker_lease_seconds: Seconds | None = Field(default=None, description=_SECONDS)
+    worker_max_attempts: Count | None = Field(default=None, description=_WHOLE)
+    worker_timeout_seconds: Seconds | None = Field(default=None, description=_SECONDS)
+    worker_idle_poll_seconds: Seconds | None = Field(default=None, description=_SECONDS)
+    worker_reconcile_seconds: Seconds | None = Field(default=None, description=_SECONDS)
 
     @classmethod
     def read(cls, environ: Mapping[str, str] | None = None) -> Environment:

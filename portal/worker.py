@@ -271,7 +271,7 @@ def _contexts(conn: sa.Connection, delivery_ids: list[int]) -> dict[int, dict[st
             customer = {"external_id": row.customer_external_id, "name": row.customer_name, "email": row.email,
                         "locale": row.locale}
         event = Event(id=row.event_id, type=row.event_type, organization_slug=row.slug,
-                      created_at=as_utc(row.created_at), data=row.payload, invoice=invoice,  # type: ignore[arg-type]
+                      created_at=as_utc(row.created_at), data=row.payload, invoice=invoice,
                       customer=customer, request_id=row.request_id)
         contexts[row.id] = {"event": event, "connector_id": row.connector_id, "connector_type": row.connector_type,
                             "connector_settings": row.connector_settings,

@@ -225,7 +225,7 @@ def _line(item: Any, i: int, currency: str | None) -> dict[str, Any]:
     product = as_hash(data.get("product_data"), f"{param}[product_data]")
     title = as_str(product.get("name"), f"{param}[product_data][name]", required=True, max_length=250)
     quantity = int(as_int(item.get("quantity"), f"{name}[quantity]", required=True, minimum=1) or 0)
-    price = {"id": None, "object": "price", "active": False, "currency": cur, "livemode": False, "metadata": {},
+    price: dict[str, Any] = {"id": None, "object": "price", "active": False, "currency": cur, "livemode": False, "metadata": {},
              "product": None, "type": "one_time", "unit_amount": amount}
     return {"id": None, "object": "item", "amount_discount": 0, "amount_subtotal": amount * quantity,
             "amount_tax": 0, "amount_total": amount * quantity, "currency": cur, "description": title,

@@ -143,7 +143,7 @@ def _url(body: dict[str, Any], name: str, required: bool = False) -> str | None:
 def _validate_payment(body: Any) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(body, dict):
         raise MollieAPIError(400, "The request body is not a valid JSON object")
-    amount = body.get("amount")
+    amount: Any = body.get("amount")  # JSON, checked by _parse_amount
     _parse_amount(amount)
     description = body.get("description")
     if not isinstance(description, str) or not description.strip():
@@ -194,7 +194,8 @@ class MollieEmulator:
         self._stopping = threading.Event()
         self._server: ThreadedServer | None = None
         self._client: httpx.Client | None = None  # shared by the delivery threads (httpx allows that)
-        self.app = Starlette(routes=self._routes(), exception_handlers={HTTPException: self._http_error})
+        self.app = Starlette(routes=self._routes(), exception_handlers={
+            HTTPException: self._http_error})  # type: ignore[dict-item]  # called only with its key's class
 
     # lifecycle
 

@@ -66,6 +66,16 @@ def test_the_staged_file_is_consumed(store: DocumentStore) -> None:
     assert not path.exists()
 
 
+def test_an_upload_spooled_into_the_incoming_directory_is_stored(store: DocumentStore) -> None:
+    # The document API streams request bodies into `store.incoming` before filing them (the S3 store had none).
+    store.incoming.mkdir(parents=True, exist_ok=True)
+    path = store.incoming / "upload-test.part"
+    path.write_bytes(b"spooled upload")
+    stored = store.store_file(path)
+    assert read_bytes(store, stored.sha256) == b"spooled upload"
+    assert not path.exists()
+
+
 def test_keys_are_only_hashes(store: DocumentStore) -> None:
     for name in ("../etc/passwd", "ab", "A" * 64, "invoice.pdf"):
         with pytest.raises(ValueError):

@@ -172,6 +172,8 @@ def _parse_tree(data: bytes, max_depth: int) -> Element:
         raise UnsafeXml(f"the file uses a refused XML construct ({type(error).__name__})") from None
     except ParseError as error:
         raise NotXml(f"not well-formed XML ({error})") from None
+    except LookupError as error:  # an XML declaration naming an encoding Python does not know
+        raise NotXml(f"not XML in a known encoding ({error})") from None
     assert root is not None  # iterparse raises ParseError on an empty document
     return root
 
@@ -306,12 +308,12 @@ def _entry_credits(reader: _Reader, entry: Element, statement_id: str, index: in
                     )
                 )
             return credits
-    transaction_id = entry_ref or next(
+    found_ref = entry_ref or next(
         (ref for ref in (_transaction_ref(reader, details) for details in transactions) if ref is not None), None
     )
     # Without any reference, the statement id and the entry's position still name it the same way on every
     # import of the same statement.
-    transaction_id = transaction_id or f"{statement_id}#{index}"
+    transaction_id = found_ref or f"{statement_id}#{index}"
     return [
         _credit(
             reader, transaction_id=transaction_id, entry=entry, details=transactions, amount=amount, reversal=reversal,

@@ -167,7 +167,9 @@ def _rf_candidates(text: str, start: int) -> list[str]:
     following groups of four belong to it, up to 25 characters; a word after it is not taken in unless it
     happens to be four characters or fewer, and then only a valid check decides, shortest group count last.
     """
-    run = re.match(r"[0-9A-Za-z]+", text[start:]).group(0)
+    found = re.match(r"[0-9A-Za-z]+", text[start:])
+    assert found is not None  # the caller starts at "RF" and two digits, so the run is never empty
+    run = found.group(0)
     if len(run) > 4:
         return [run] if len(run) <= 25 else []
     candidates = [run]

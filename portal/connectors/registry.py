@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -18,7 +19,7 @@ from portal.schemas.models import Strict
 from portal.schemas.validation import validate as validate_model
 from portal.settings import Settings
 
-DELIVERING = {"webhook": WebhookConnector, "status_patch": StatusPatchConnector}
+DELIVERING: dict[str, Callable[[dict[str, Any], httpx.AsyncClient], Connector]] = {"webhook": WebhookConnector, "status_patch": StatusPatchConnector}
 TYPES = ("webhook", "status_patch", "pull_import", "email")
 
 
@@ -48,9 +49,9 @@ def event_types(kind: str, settings: dict[str, Any]) -> list[str]:
 
 def build(kind: str, settings: dict[str, Any], client: httpx.AsyncClient, app_settings: Settings) -> Connector:
     if kind in DELIVERING:
-        return DELIVERING[kind](settings, client)  # type: ignore[no-any-return]
+        return DELIVERING[kind](settings, client)
     if kind == "email":
-        return EmailConnector.from_settings(settings, app_settings)  # type: ignore[no-any-return]
+        return EmailConnector.from_settings(settings, app_settings)
     raise ValueError(f"{kind} connectors do not deliver events")
 
 

@@ -61,7 +61,7 @@ def _upper(value: Any) -> Any:
 
 class RequestSpec(Strict):
     # Any case is accepted ("patch"); the Literal is built from METHODS, valid at run time, unknown to mypy.
-    method: Annotated[Literal[METHODS], BeforeValidator(_upper)]  # type: ignore[valid-type]
+    method: Annotated[Literal[METHODS], BeforeValidator(_upper)]  # type: ignore[valid-type]  # Literal from a tuple, valid at run time
     url: Annotated[str, StringConstraints(max_length=2000), AfterValidator(request_url)]
     body: Any = None
 

@@ -125,7 +125,8 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
     return engine
 
 
-_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+_INSERTS: dict[str, Callable[[sa.Table], postgresql.Insert | sqlite.Insert]] = {"postgresql": postgresql.insert,
+                                                                           "sqlite": sqlite.insert}
 
 
 def insert_or_ignore(conn: sa.Connection, table: sa.Table, values: Mapping[str, Any] | Sequence[Mapping[str, Any]],
@@ -137,7 +138,7 @@ def insert_or_ignore(conn: sa.Connection, table: sa.Table, values: Mapping[str, 
     already); the result's rowcount does not tell on every driver."""
     statement = _INSERTS[conn.dialect.name](table).on_conflict_do_nothing(index_elements=list(index_elements))
     if returning:
-        statement = statement.returning(*returning)
+        return conn.execute(statement.returning(*returning), values)
     return conn.execute(statement, values)
 
 

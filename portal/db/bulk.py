@@ -40,7 +40,7 @@ def insert_new_many(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping
     sql, params = _statement_and_params(conn.dialect, table, rows, (tuple(unique), tuple(returning)))
     cursor = conn.connection.cursor()
     try:
-        cursor.executemany(sql, params, returning=True)
+        cursor.executemany(sql, params, returning=True)  # type: ignore[call-arg]  # a psycopg keyword (not in the DB-API)
         inserted: list[tuple[Any, ...]] = []
         while True:
             inserted.extend(cursor.fetchall())
@@ -84,7 +84,7 @@ def _compiled_insert(dialect: Dialect, table: sa.Table, keys: tuple[str, ...],
 
 def _converters(dialect: Dialect, table: sa.Table, names: Sequence[str]) -> list[tuple[int, Callable[[Any], Any]]]:
     """(position, converter) of each parameter whose column type converts values before they are bound."""
-    found = []
+    found: list[tuple[int, Callable[[Any], Any]]] = []
     for at, name in enumerate(names):
         process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 def page_by_id(conn: sa.Connection, query: sa.Select[Any], id_column: Any, limit: int) -> tuple[list[Any], int | None]:
     """The first `limit` rows of `query` in `id_column` order, and the id to continue after (None: last page)."""
-    rows = conn.execute(query.order_by(id_column).limit(limit + 1)).all()
+    rows = list(conn.execute(query.order_by(id_column).limit(limit + 1)))
     if len(rows) > limit:
         return rows[:limit], rows[limit - 1].id
     return rows, None

@@ -7,6 +7,7 @@ stable names (`sign_in`, `sign_in_failed`, `role_changed`...), the details a sma
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,7 +38,7 @@ def record(conn: sa.Connection, action: str, now: dt.datetime, *, organization_i
         action=action, detail=detail, client_address=(client or None) and client[:64], occurred_at=now))
 
 
-def entries(conn: sa.Connection, organization_id: int, limit: int = 100) -> list[sa.Row[Any]]:
+def entries(conn: sa.Connection, organization_id: int, limit: int = 100) -> Sequence[sa.Row]:
     """The organization's newest entries first, each with who did it (the person's email, or the email typed)."""
     who = sa.func.coalesce(staff_people.c.email, audit_log.c.actor_email).label("who")
     return conn.execute(sa.select(audit_log, who).outerjoin(staff_people, staff_people.c.id == audit_log.c.person_id)

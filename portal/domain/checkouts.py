@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,7 +202,7 @@ def _planned(proposal: Proposal) -> list[tuple[int, int]]:
 
 def start(conn: sa.Connection, scope: DebtorScope, invoice_ids: list[int], provider: str, method: str | None,
           now: dt.datetime, *, credit_ids: list[int] | None = None, amount: str | None = None,
-          currency: str | None = None) -> tuple[sa.Row[Any], list[sa.Row[Any]]]:
+          currency: str | None = None) -> tuple[sa.Row, Sequence[sa.Row]]:
     """The checkout for this selection and amount (an existing one if this is a repeat), and the other open
     checkouts of these invoices, now superseded: the caller cancels them at their provider."""
     proposal = propose(conn, scope, invoice_ids, credit_ids or [], amount, currency)
@@ -241,7 +242,7 @@ def start(conn: sa.Connection, scope: DebtorScope, invoice_ids: list[int], provi
     return conn.execute(sa.select(checkouts).where(checkouts.c.id == checkout_id)).one(), superseded
 
 
-def items_of(conn: sa.Connection, checkout_id: int) -> list[sa.Row[Any]]:
+def items_of(conn: sa.Connection, checkout_id: int) -> Sequence[sa.Row]:
     """The checkout's invoices with what it pays on each, and its credit notes with the credit (negative)."""
     return conn.execute(
         sa.select(checkout_items.c.amount_minor, invoices.c.id, invoices.c.number, invoices.c.external_id,
@@ -284,7 +285,7 @@ def for_debtor(conn: sa.Connection, scope: DebtorScope, public_id: str) -> sa.Ro
 
 
 def to_reconcile(conn: sa.Connection, now: dt.datetime, *, quiet_for: dt.timedelta,
-                 retry_window: dt.timedelta, limit: int = 500) -> list[sa.Row[Any]]:
+                 retry_window: dt.timedelta, limit: int = 500) -> Sequence[sa.Row]:
     """Checkouts to ask their provider about: still waiting for a final word after `quiet_for`, and those
     that ended without payment within the providers' webhook retry window (a superseded checkout may still
     have been paid in another tab, and that webhook may be lost)."""

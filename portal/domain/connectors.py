@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -76,7 +77,7 @@ def get(conn: sa.Connection, organization_id: int, name: str) -> sa.Row[Any]:
     return row
 
 
-def listing(conn: sa.Connection, organization_id: int) -> list[sa.Row[Any]]:
+def listing(conn: sa.Connection, organization_id: int) -> Sequence[sa.Row]:
     return conn.execute(sa.select(connectors).where(connectors.c.organization_id == organization_id)
                         .order_by(connectors.c.name)).all()
 
@@ -88,7 +89,7 @@ def delete(conn: sa.Connection, organization_id: int, name: str) -> None:
     conn.execute(connectors.delete().where(connectors.c.id == row.id))
 
 
-def due_imports(conn: sa.Connection, now: dt.datetime) -> list[sa.Row[Any]]:
+def due_imports(conn: sa.Connection, now: dt.datetime) -> Sequence[sa.Row]:
     """The pull imports whose next run is due (the worker runs them)."""
     return conn.execute(sa.select(connectors).where(connectors.c.type == "pull_import",
                                                     connectors.c.next_run_at <= now)).all()

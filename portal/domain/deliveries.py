@@ -163,7 +163,7 @@ def next_due(conn: sa.Connection) -> dt.datetime | None:
     return value if value is None or value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def delivery_contexts(conn: sa.Connection, delivery_ids: Sequence[int]) -> list[sa.Row[Any]]:
+def delivery_contexts(conn: sa.Connection, delivery_ids: Sequence[int]) -> Sequence[sa.Row]:
     """Everything the claimed deliveries' connectors need, in one query: the event, its organization, the
     connector, and the invoice and customer it is about (None for an event about no invoice)."""
     return conn.execute(

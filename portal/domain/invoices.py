@@ -242,7 +242,7 @@ class Refuse:
 
     @property
     def queued(self) -> bool:
-        return self.stored is not None and self.error.code in QUEUED_CODES
+        return self.stored is not None and isinstance(self.error, Conflict) and self.error.code in QUEUED_CODES
 
 
 @dataclass(frozen=True)
@@ -323,7 +323,7 @@ def _decide(item: InvoiceInput | Resent, digest: str | None, existing: StoredInv
     return Update(item, customer_id, content_hash, existing, digest)
 
 
-def _is_resend(existing: StoredInvoice | sa.Row[Any], digest: str) -> bool:
+def _is_resend(existing: StoredInvoice | sa.Row, digest: str) -> bool:
     """The item is the body that made the invoice's current revision, and nothing was paid online: then the
     full path would find no paid conflict and an equal content hash, so the answer is "unchanged"."""
     return existing.paid_minor == 0 and existing.body_fingerprint == _fingerprint(existing.revision, digest)
@@ -460,7 +460,8 @@ def apply_plan(conn: sa.Connection, organization_id: int, items: Sequence[Invoic
          "code": decision.error.code, "detail": decision.error.detail,
          "payload": raw_payloads[index] if raw_payloads else _jsonable(items[index])}
         for index, decision in enumerate(decisions)
-        if isinstance(decision, Refuse) and decision.queued and decision.stored is not None])
+        if isinstance(decision, Refuse) and isinstance(decision.error, Conflict) and decision.queued
+        and decision.stored is not None])
     bindings = [{"_id": decision.stored.id,
                  "body_fingerprint": _fingerprint(decision.stored.revision, decision.bind_digest)}
                 for decision in decisions if isinstance(decision, Leave) and decision.bind_digest is not None]

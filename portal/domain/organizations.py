@@ -7,7 +7,6 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -130,13 +129,13 @@ def set_branding(conn: sa.Connection, org: Organization, *, color: str | None = 
         conn.execute(organizations.update().where(organizations.c.id == org.id).values(**values))
 
 
-def contact_of(conn: sa.Connection, organization_id: int) -> sa.Row[Any]:
+def contact_of(conn: sa.Connection, organization_id: int) -> sa.Row:
     """What a debtor is told about the seller: name, contact email and phone, brand colour."""
     return conn.execute(sa.select(organizations.c.name, organizations.c.contact_email, organizations.c.contact_phone,
                                   organizations.c.brand_color).where(organizations.c.id == organization_id)).one()
 
 
-def branding_of(conn: sa.Connection, slug: str) -> sa.Row[Any]:
+def branding_of(conn: sa.Connection, slug: str) -> sa.Row:
     """An organization's colour and logo (the portal serves them as files), or NotFound."""
     row = conn.execute(sa.select(organizations.c.brand_color, organizations.c.logo_sha256, organizations.c.logo_type)
                        .where(organizations.c.slug == slug)).first()

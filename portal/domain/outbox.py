@@ -4,6 +4,7 @@ so there is never a change without its announcement, nor an announcement of a ch
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,7 +31,7 @@ def announce(conn: sa.Connection, organization_id: int, event_type: str, payload
     fan_out(conn, organization_id, event_id, event_type, invoice_id, now)
 
 
-def events_after(conn: sa.Connection, organization_id: int, after_id: int, limit: int) -> list[sa.Row[Any]]:
+def events_after(conn: sa.Connection, organization_id: int, after_id: int, limit: int) -> Sequence[sa.Row]:
     """The organization's events after `after_id`, oldest first, each with its invoice's external id."""
     return conn.execute(
         sa.select(outbox_events, invoices.c.external_id.label("invoice_external_id"))

@@ -16,6 +16,7 @@ Guarantees, each enforced in one transaction with the checkout and its invoices 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -226,7 +227,7 @@ def _review(conn: sa.Connection, organization_id: int, observation: PaymentObser
              {"provider": observation.provider, "payment_id": payment_id, "reason": reason, "detail": detail}, now)
 
 
-def _items(conn: sa.Connection, checkout_id: int) -> list[sa.Row[Any]]:
+def _items(conn: sa.Connection, checkout_id: int) -> Sequence[sa.Row]:
     """The checkout's invoices, locked in id order (so two payments never deadlock each other)."""
     query = _LOCKED_ITEMS if conn.dialect.name == "postgresql" else _ITEMS
     return conn.execute(query, {"checkout_id": checkout_id}).all()
@@ -291,7 +292,7 @@ def _record(conn: sa.Connection, checkout: sa.Row[Any], observation: PaymentObse
     return payment  # nothing above changes the payment's own row
 
 
-def _plan(items: list[sa.Row[Any]], amount_minor: int) -> allocation.Plan:
+def _plan(items: Sequence[sa.Row], amount_minor: int) -> allocation.Plan:
     """The payment shared among the checkout's invoices as they are now (another payment may have reached
     one of them since the checkout was made), with the credit notes' credit up to what the checkout planned."""
     open_items = [allocation.OpenItem(
@@ -325,9 +326,9 @@ def _use_credit(conn: sa.Connection, checkout: sa.Row[Any], payment: sa.Row[Any]
         conn.execute(_INSERT_ALLOCATION, {
             "organization_id": checkout.organization_id, "payment_id": payment.id, "invoice_id": note.id,
             "amount_minor": -share.amount_minor, "kind": "credit", "created_at": now})
-        amount = format_minor(share.amount_minor, note.currency)
         record_timeline(conn, checkout.organization_id, note.id, now, "credit_note_used", {
-            "invoices": [item.number or item.external_id for item, _ in credited], "amount": amount,
+            "invoices": [item.number or item.external_id for item, _ in credited],
+            "amount": format_minor(share.amount_minor, note.currency),
             "minor": share.amount_minor})
         announce(conn, checkout.organization_id, "credit_note.applied", {
             **_invoice_ref(note), "amount": amount, "currency": note.currency, "invoices": invoices_named,
@@ -373,7 +374,7 @@ def _adjust(conn: sa.Connection, checkout: sa.Row[Any], payment: sa.Row[Any], ki
 
 
 def _rebalance(conn: sa.Connection, checkout: sa.Row[Any], payment: sa.Row[Any], target: int, kind: str,
-               now: dt.datetime) -> list[sa.Row[Any]]:
+               now: dt.datetime) -> Sequence[sa.Row]:
     """Make the payment's allocations sum to `target`: what is taken back comes off the invoices last-first,
     what is given back (a won dispute) returns first-first, never beyond each invoice's share."""
     items = [item for item in _items(conn, checkout.id) if item.kind == "invoice"]

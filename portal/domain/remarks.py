@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -37,8 +38,8 @@ def add_debtor_remark(conn: sa.Connection, scope: DebtorScope, invoice_id: int, 
     if conn.scalar(visible) is None:
         raise NotFound("no such invoice")
     for limit, window in (RATE_LIMIT, DAILY_LIMIT):
-        recent = conn.scalar(sa.select(sa.func.count()).select_from(remarks).where(
-            remarks.c.link_id == scope.link_id, remarks.c.created_at > now - window))
+        recent = conn.execute(sa.select(sa.func.count()).select_from(remarks).where(
+            remarks.c.link_id == scope.link_id, remarks.c.created_at > now - window)).scalar_one()
         if recent >= limit:
             raise TooManyRemarks()
     remark_id = conn.execute(remarks.insert().values(
@@ -72,7 +73,7 @@ def _query(organization_id: int) -> sa.Select[Any]:
             .where(remarks.c.organization_id == organization_id))
 
 
-def thread(conn: sa.Connection, organization_id: int, invoice_id: int) -> list[sa.Row[Any]]:
+def thread(conn: sa.Connection, organization_id: int, invoice_id: int) -> Sequence[sa.Row]:
     return conn.execute(_query(organization_id).where(remarks.c.invoice_id == invoice_id)
                         .order_by(remarks.c.id)).all()
 

@@ -3,7 +3,7 @@ domain/payments.py), as staff and the billing system read it."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 
@@ -12,7 +12,7 @@ from portal.db.payments import review_items
 LISTING_LIMIT = 1000
 
 
-def listing(conn: sa.Connection, organization_id: int, *, unresolved: bool) -> list[sa.Row[Any]]:
+def listing(conn: sa.Connection, organization_id: int, *, unresolved: bool) -> Sequence[sa.Row]:
     """The organization's review items, oldest first; only those nobody resolved yet if `unresolved`."""
     query = sa.select(review_items).where(review_items.c.organization_id == organization_id)
     if unresolved:

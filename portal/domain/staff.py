@@ -107,7 +107,7 @@ def check_email(email: str) -> str:
 def check_role(role: str) -> Role:
     if role not in ROLES:
         raise InvalidInput("unknown role", [FieldError("/role", "one of viewer, finance, admin")])
-    return role  # type: ignore[return-value]
+    return role
 
 
 def password_problem(password: str) -> str | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import stripe
+from stripe.params.checkout import SessionCreateParams
 
 from portal.domain.payments import ObservedStatus, PaymentObservation
 from portal.providers.amounts import from_stripe, to_stripe
@@ -47,7 +48,7 @@ class StripeProvider:
     def create_checkout(self, request: CheckoutRequest) -> ProviderCheckout:
         currency = request.currency.lower()
         metadata = {"checkout": request.checkout_public_id}
-        params: dict[str, Any] = {
+        params: SessionCreateParams = {
             "mode": "payment",
             "line_items": [{"quantity": 1, "price_data": {
                 "currency": currency, "unit_amount": to_stripe(line.amount_minor, request.currency),
@@ -58,7 +59,7 @@ class StripeProvider:
             "metadata": metadata,
             # Session metadata does not reach the PaymentIntent or the Charge: copy it there too.
             "payment_intent_data": {"metadata": metadata},
-            "payment_method_types": ["card"],
+            "payment_method_types": ["card"],  # type: ignore[typeddict-unknown-key]  # the API takes it; the SDK type lacks it
             "locale": _LOCALES.get(request.locale[:2], "auto"),
             "submit_type": "pay",
         }

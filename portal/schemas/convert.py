@@ -117,7 +117,7 @@ def iso(value: dt.datetime | dt.date | None) -> str | None:
     if value is None:
         return None
     if isinstance(value, dt.datetime):
-        return as_utc(value).isoformat()  # type: ignore[union-attr]
+        return as_utc(value).isoformat()
     return value.isoformat()
 
 

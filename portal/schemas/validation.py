@@ -87,7 +87,7 @@ def may_contain_control_characters(json_text: bytes) -> bool:
 
 @functools.cache
 def _list_adapter(model: type[M]) -> pydantic.TypeAdapter[list[M]]:
-    return pydantic.TypeAdapter(list[model])  # type: ignore[valid-type]
+    return pydantic.TypeAdapter(list[model])  # type: ignore[valid-type]  # a list type built at run time
 
 
 def validate_each(model: type[M], items: Sequence[Any], prefix: str, positions: Sequence[int] | None = None,
@@ -98,10 +98,10 @@ def validate_each(model: type[M], items: Sequence[Any], prefix: str, positions: 
     one per item; only a list with an error is gone through item by item, to tell which items fail and why.
     `encoded`, if the caller has them, are the items' JSON encodings (in any key order: for a valid list
     the result is the same, and errors are found on the items themselves)."""
-    encoded = b"[" + b",".join(encoded) + b"]" if encoded is not None else orjson.dumps(items)
-    if not may_contain_control_characters(encoded):
+    payload = b"[" + b",".join(encoded) + b"]" if encoded is not None else orjson.dumps(items)
+    if not may_contain_control_characters(payload):
         try:
-            return list(_list_adapter(model).validate_json(encoded))
+            return list(_list_adapter(model).validate_json(payload))
         except pydantic.ValidationError:
             pass
     results: list[M | InvalidInput] = []

@@ -48,6 +48,9 @@ class DocumentStore(Protocol):
     harmless, and a key's content never changes, so a resend that points an invoice at new bytes replaces it
     atomically in the invoice's own transaction."""
 
+    # The directory uploads are spooled into before `store_file` (portal/web/api/bodies.py spool_to_file).
+    incoming: Path
+
     def temporary_file(self) -> tuple[BinaryIO, Path]: ...
 
     def store_file(self, source: Path) -> StoredFile: ...

@@ -38,6 +38,9 @@ class S3Store:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        # Uploads are spooled locally before they go to the bucket: the system's temporary directory, as for
+        # temporary_file().
+        self.incoming = Path(tempfile.gettempdir())
 
     @classmethod
     def from_url(cls, url: str) -> S3Store:

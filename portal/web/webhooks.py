@@ -59,7 +59,7 @@ _SLUG = re.compile(r"[a-z0-9-]{1,63}")
 
 
 def _services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 async def _organization(request: Request) -> tuple[int, ProviderConfig]:

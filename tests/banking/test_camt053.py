@@ -349,3 +349,9 @@ def test_a_damaged_statement_is_parsed_or_refused_with_a_statement_error(data: s
         assert error.message
     else:
         assert parsed.statements
+
+
+def test_an_unknown_encoding_is_not_xml() -> None:
+    """Found by the property test above: an XML declaration with an encoding Python does not know."""
+    with pytest.raises(camt053.NotXml, match="known encoding"):
+        camt053.parse_statement(b'<?xml version="1.0" encoding="AUTF-8"?><Document/>')

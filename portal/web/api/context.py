@@ -47,7 +47,7 @@ class ApiContext:
 
 
 def services_of(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 async def authenticate_request(request: Request, handler: Handler) -> Response:

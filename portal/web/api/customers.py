@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from starlette.responses import Response
 
 from portal.domain.customers import get_customer, upsert_customer
@@ -23,7 +24,7 @@ def register(api: Api) -> None:
         item = customer_input(external_id, body)
         now = ctx.now()
 
-        def write(conn):  # type: ignore[no-untyped-def]
+        def write(conn: sa.Connection) -> tuple[str, sa.Row]:
             result = upsert_customer(conn, ctx.org_id, item, now)
             return result, get_customer(conn, ctx.org_id, external_id)
 

@@ -29,6 +29,9 @@ from portal.web.downloads import attachment
 
 BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
+# What an archive entry reports for its attach outcome: a new or replaced document is "stored".
+ENTRY_RESULTS: dict[documents.AttachResult, documents.EntryResult] = {
+    "created": "stored", "updated": "stored", "unchanged": "unchanged", "unknown_invoice": "unknown_invoice"}
 
 
 def register(api: Api) -> None:
@@ -123,7 +126,7 @@ def register(api: Api) -> None:
             result, detail = entry.result, entry.detail
             if result == "stored":
                 outcome = next(outcomes).result
-                result = {"created": "stored", "updated": "stored"}.get(outcome, outcome)
+                result = ENTRY_RESULTS[outcome]
                 if result == "unknown_invoice":
                     detail = "the invoice was removed while the archive was read"
             entries.append({"name": entry.name, "result": result, "invoice": entry.external_id,

@@ -18,7 +18,7 @@ from portal.web.api.operations import Api, QueryParam
 
 class EventOut(BaseModel):
     id: int = Field(description="Increasing; pass the last one you processed as `after`.")
-    type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
+    type: Literal[EVENT_TYPES]  # type: ignore[valid-type]  # a Literal built from a tuple: valid at run time
     invoice: str | None = Field(description="External id of the invoice, if the event is about one.")
     created_at: dt.datetime
     data: dict[str, Any]

@@ -243,9 +243,9 @@ def _convert(raws: list[Any], canonical: list[bytes | None], indexes: list[int],
     `canonical` are the items' encodings where they are objects, which validation can reuse."""
     if not indexes:
         return
-    texts = [canonical[i] for i in indexes]
+    texts = [text for text in (canonical[i] for i in indexes) if text is not None]
     checks = validate_each(BatchInvoice, [raws[i] for i in indexes], "/invoices", indexes,
-                           None if None in texts else texts)  # type: ignore[arg-type]
+                           texts if len(texts) == len(indexes) else None)
     for index, checked in zip(indexes, checks, strict=True):
         try:
             if isinstance(checked, InvalidInput):

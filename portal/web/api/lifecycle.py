@@ -26,7 +26,7 @@ def register(api: Api) -> None:
                                   ctx.services.settings.base_url)
         return json_response(await ctx.services.db.write(write))
 
-    common = {"tags": ("lifecycle",), "errors": (409,)}
+    common: dict[str, Any] = {"tags": ("lifecycle",), "errors": (409,)}
 
     @api.operation("POST", "/invoices/{external_id}/activate", operation_id="activateInvoice",
                    summary="Make a draft visible and payable", responses={200: ("The open invoice", InvoiceOut)},

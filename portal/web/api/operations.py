@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -95,7 +95,7 @@ class Api:
         return routes
 
     def openapi(self, *, title: str, version: str, server_url: str) -> dict[str, Any]:
-        models: dict[tuple[type[pydantic.BaseModel], str], None] = {}
+        models: dict[tuple[type[pydantic.BaseModel], JsonSchemaMode], None] = {}
         for op in self.operations:
             if op.body and isinstance(op.body[1], type):
                 models[(op.body[1], "validation")] = None
@@ -104,8 +104,9 @@ class Api:
                     models[(model, "serialization")] = None
         refs, definitions = models_json_schema(list(models), ref_template="#/components/schemas/{model}")
 
-        def schema_of(model: Any, mode: str) -> dict[str, Any]:
-            return refs[(model, mode)] if isinstance(model, type) else model
+        def schema_of(model: Any, mode: JsonSchemaMode) -> dict[str, Any]:
+            # Every class here is a pydantic model (models_json_schema above takes nothing else).
+            return refs[(model, mode)] if isinstance(model, type) and issubclass(model, pydantic.BaseModel) else model
 
         paths: dict[str, dict[str, Any]] = {}
         for op in self.operations:

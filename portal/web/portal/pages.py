@@ -6,12 +6,12 @@ transaction that also re-checks the link, through the domain's functions, which 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
-from starlette.datastructures import FormData
+from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -35,6 +35,8 @@ T = TypeVar("T")
 FORM_LIMIT = 16 * 1024
 # Enough for a checkout of 100 invoices plus the other fields.
 FORM_FIELDS = 120
+# A urlencoded form: text values only (multipart, with uploads, is refused by read_form).
+Form = ImmutableMultiDict[str, str]
 # Debtor-visible timeline entries; the rest (pushes, revisions) is bookkeeping for staff.
 DEBTOR_TIMELINE = {"activated", "created", "due_date_extended", "cancelled", "document_attached", "remark", "payment",
                    "refund", "refund_reversed", "chargeback", "chargeback_reversed", "credit_note_applied",
@@ -42,7 +44,7 @@ DEBTOR_TIMELINE = {"activated", "created", "due_date_extended", "cancelled", "do
 
 
 def services_of(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 def chosen_language(request: Request, scope: DebtorScope | None, fallback: str | None = None) -> str:
@@ -119,7 +121,7 @@ async def debtor_request(request: Request, work: Callable[[sa.Connection, Debtor
     return DebtorRequest(request, session, scope, now), result
 
 
-def posted_secret(request: Request, form: FormData) -> str:
+def posted_secret(request: Request, form: Form) -> str:
     """The session secret of a form post whose CSRF token is that session's (the session itself is read
     in the handler's transaction)."""
     secret = sessions.cookie_secret(request)
@@ -229,7 +231,7 @@ def _invoice_id(request: Request) -> int:
 async def _invoice_context(request: Request) -> tuple[DebtorRequest, dict[str, Any]]:
     invoice_id = _invoice_id(request)
 
-    def read(conn: sa.Connection, scope: DebtorScope) -> tuple[Any, list[Any], list[Any]]:
+    def read(conn: sa.Connection, scope: DebtorScope) -> tuple[Any, list[Any], Sequence[Any]]:
         row = debtor.invoice(conn, scope, invoice_id)
         events = [e for e in timeline_of(conn, scope.organization_id, row.id) if e.kind in DEBTOR_TIMELINE]
         return row, events, remarks.thread(conn, scope.organization_id, row.id)
@@ -294,14 +296,14 @@ def _unique(names: set[str], wanted: str) -> str:
     return candidate
 
 
-async def read_form(request: Request) -> FormData:
+async def read_form(request: Request) -> Form:
     """A small urlencoded form, read with a bound (the body and the number of fields)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise HttpProblem(415, "unsupported-media-type", "Unsupported media type", "Send a form.")
     body = await read_bounded(request, FORM_LIMIT)
     try:
-        return FormData(parse_qsl(body.decode(), max_num_fields=FORM_FIELDS))
+        return Form(parse_qsl(body.decode(), max_num_fields=FORM_FIELDS))
     except (UnicodeDecodeError, ValueError) as exc:
         raise HttpProblem(400, "malformed", "Malformed request", "Bad form.") from exc
 
@@ -340,7 +342,7 @@ async def post_remark(request: Request) -> Response:
     return RedirectResponse(f"/portal/invoices/{invoice_id}?sent=1#remarks", status_code=303)
 
 
-async def _remark_form_again(request: Request, form: FormData, exc: QuittanceError) -> Response:
+async def _remark_form_again(request: Request, form: Form, exc: QuittanceError) -> Response:
     """The invoice page again, with the debtor's text kept and the problem said next to the field."""
     debtor_req, context = await _invoice_context(request)
     rate_limited = isinstance(exc, remarks.TooManyRemarks)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -234,7 +235,7 @@ async def start_checkout(request: Request) -> Response:
     return RedirectResponse(opened.url, status_code=303, background=cancel_old)
 
 
-def _lines(items: list[Any], amount_minor: int, description: str) -> tuple[CheckoutLine, ...]:
+def _lines(items: Sequence[Any], amount_minor: int, description: str) -> tuple[CheckoutLine, ...]:
     """One line per invoice paid; with a credit note deducted, one line for the net amount (providers take no
     negative lines)."""
     if any(item.amount_minor < 0 for item in items):
@@ -251,7 +252,7 @@ def _selection_or_error(conn: sa.Connection, scope: DebtorScope, ids: list[int],
         return exc
 
 
-def _description(scope: DebtorScope, items: list[Any]) -> str:
+def _description(scope: DebtorScope, items: Sequence[Any]) -> str:
     numbers = ", ".join(str(item.number or item.external_id) for item in items if item.amount_minor > 0)
     return f"{scope.organization_name}: {numbers}"[:255]
 

@@ -23,7 +23,6 @@ from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -32,7 +31,7 @@ from portal.domain import staff as staff_domain
 from portal.i18n import Formatter, environment, language_of
 from portal.services import Services
 from portal.web.clients import client_address
-from portal.web.portal.pages import read_form
+from portal.web.portal.pages import Form, read_form
 from portal.web.portal.session import CsrfFailure, check_csrf, csrf_token
 
 COOKIE = "quittance_staff"
@@ -48,7 +47,7 @@ Handler = Callable[[Request, "StaffContext"], Awaitable[Response]]
 
 
 def services_of(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 @dataclass
@@ -62,7 +61,7 @@ class StaffContext:
     membership: staff_domain.Membership
     memberships: list[staff_domain.Membership]
     now: dt.datetime
-    form: FormData = field(default_factory=FormData)
+    form: Form = field(default_factory=Form)
 
     @property
     def organization_id(self) -> int:
@@ -127,7 +126,7 @@ def set_form_cookie(response: Response, services: Services, value: str) -> None:
                         secure=services.settings.is_https, path=PATH)
 
 
-def check_public_form(request: Request, form: FormData) -> None:
+def check_public_form(request: Request, form: Form) -> None:
     """A form posted before sign-in: Origin ours, token the HMAC of this browser's form cookie."""
     value = request.cookies.get(FORM_COOKIE, "")
     if not value:
