@@ -44,3 +44,11 @@ def postgresql_url() -> Iterator[str]:
         return
     with throwaway_cluster() as url:
         yield url
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser tests after every other test, each backend's still together (a stable sort after pytest's
+    own grouping by backend): Playwright's sync API keeps an event loop running in the main thread while its
+    browser is open, and the tests that run their own `asyncio.run` must not come after it has started."""
+    items.sort(key=lambda item: item.nodeid.startswith("e2e/"))

@@ -144,8 +144,15 @@ class PortalServer:
     pdfs: dict[str, bytes] = field(default_factory=dict)  # invoice number -> the bytes pushed
     ids: dict[str, int] = field(default_factory=dict)  # invoice number -> id in portal URLs
     providers: Providers | None = None
-    # Every secret the server was given or handed out (e2e/test_secrets_in_logs.py looks for each in its log).
+    # Every secret the server was given or handed out (e2e/test_zz_secrets_in_logs.py looks for each in its log).
     secrets: list[str] = field(default_factory=list)
+    # The server's environment: `command` runs `portal` against the same database, keys and settings.
+    env: dict[str, str] = field(default_factory=dict)
+
+    def command(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """`portal ARGS` as the server's operator would run it (same environment, same working directory)."""
+        return subprocess.run([str(Path(sys.executable).parent / "portal"), *args], input=stdin, text=True,
+                              capture_output=True, cwd=self.log_path.parent, env=self.env, timeout=60)
 
     def link(self, customer: str = MAIN.external_id, invoices: list[str] | None = None) -> str:
         """A fresh portal link, issued through the machine API."""
@@ -334,7 +341,8 @@ def portal(tmp_path_factory: pytest.TempPathFactory, providers: Providers, datab
         _wait_until_ready(base_url, process, log_path)
         with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=10,
                           trust_env=False) as api:
-            server = PortalServer(base_url, api, dt.datetime.now(dt.UTC).date(), log_path, providers=providers)
+            server = PortalServer(base_url, api, dt.datetime.now(dt.UTC).date(), log_path, providers=providers,
+                                  env=env)
             server.secrets += [key, MOLLIE_KEY, STRIPE_KEY, STRIPE_WEBHOOK_SECRET, env["PORTAL_SECRET_KEYS"],
                                env["PORTAL_ENCRYPTION_KEYS"], env["PORTAL_METRICS_TOKEN"]]
             _push_data(server)

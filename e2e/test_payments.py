@@ -587,12 +587,9 @@ def test_stripe_pays_part_of_the_selection(new_context: NewContext, portal: Port
                                            debtor: Debtor) -> None:
     """The organization takes partial payments (10.00 at least): the debtor pays 100.00 of 181.50, sees first
     how it will be allocated (the overdue invoice first), pays it by card, and the invoice is partly paid."""
-    from e2e.conftest import _portal_command, _portal_env  # the server's own command line, as the fixture runs it
-
     def configure(*flags: str) -> None:
-        workdir = portal.log_path.parent
-        _portal_command(_portal_env(workdir, portal.base_url, providers), workdir, "payments", "configure",
-                        ORG_SLUG, *flags)
+        done = portal.command("payments", "configure", ORG_SLUG, *flags)
+        assert done.returncode == 0, done.stderr
 
     configure("--partial-payments", "--partial-minimum", "10.00")
     try:

@@ -3,13 +3,10 @@ had opens nothing afterwards. The sign-in page and the dashboard pass axe-core."
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 
 from playwright.sync_api import expect
 
-from e2e.conftest import NewContext, PortalServer, _portal_env, axe_problems, screenshot
+from e2e.conftest import NewContext, PortalServer, axe_problems, screenshot
 from e2e.conftest import ORG_NAME, ORG_SLUG
 
 EMAIL = "finance@harbour.example"
@@ -18,10 +15,8 @@ PASSWORD = "a finance password for e2e"
 
 def create_staff(portal: PortalServer) -> None:
     """`portal staff create ... --password-stdin` against the server's database, as an operator would."""
-    workdir = portal.log_path.parent
-    done = subprocess.run([str(Path(sys.executable).parent / "portal"), "staff", "create", ORG_SLUG, EMAIL,
-                           "--role", "finance", "--password-stdin"], input=PASSWORD + "\n", text=True,
-                          capture_output=True, cwd=workdir, env=_portal_env(workdir, portal.base_url), timeout=60)
+    done = portal.command("staff", "create", ORG_SLUG, EMAIL, "--role", "finance", "--password-stdin",
+                          stdin=PASSWORD + "\n")
     assert done.returncode in (0, 1), done.stderr
     assert done.returncode == 0 or "already" in done.stderr, done.stderr
 

@@ -48,3 +48,10 @@ def test_db_option_chooses_the_backend_of_tests_and_e2e(backend_chosen: str) -> 
     for folder in ("e2e/", "tests/"):
         mine = [test_id for test_id in ids if test_id.startswith(folder)]
         assert mine and {backend_of(test_id) for test_id in mine} == {backend_chosen}
+
+
+def test_the_browser_tests_run_after_every_other_test() -> None:
+    ids = collected("e2e", "tests/test_migrations.py")
+    first_browser = next(index for index, test_id in enumerate(ids) if test_id.startswith("e2e/"))
+    assert all(test_id.startswith("e2e/") for test_id in ids[first_browser:])
+    assert any(test_id.startswith("tests/") for test_id in ids[:first_browser])
