@@ -103,16 +103,20 @@ def test_sigterm_finishes_the_deliveries_in_hand_and_says_so(slow_upstream: Any,
     database.run(lambda conn: [announce(conn, tenant.org.id, "invoice.paid", {"n": i}, clock.now(),
                                         invoice_id=ids[f"T-{i}"]) for i in range(EVENTS)])
     log = tmp_path / "worker.log"
-    with open(log, "wb") as stderr:
-        process = start_worker(database, stderr=stderr)
+    with open(log, "wb") as stderr:  # at DEBUG: the deliveries' own lines, which must carry no secret
+        process = start_worker(database, stderr=stderr, environment={"PORTAL_LOG_LEVEL": "DEBUG"})
     try:
         wait_for(lambda: len(received.received) >= 30, timeout=60)
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     text = log.read_text()
+    assert " DEBUG " in text
+    signatures = {r.headers["quittance-signature"] for r in received.received}
+    assert not [secret for secret in (SECRET, ENCRYPTION_KEY, *signatures) if secret in text], \
+        "no connector secret, key or signature in the worker's log"
     assert "SIGTERM received; finishing the" in text and "deliveries in hand, then stopping" in text, text
-    assert "stopped" in text.splitlines()[-1], text
+    assert re.search(r"INFO portal\.worker .* worker \S+ stopped$", text[text.index("SIGTERM received"):], re.M), text
     with database.transaction() as conn:
         assert conn.scalar(sa.select(sa.func.count()).where(deliveries.c.status == "in_flight")) == 0, \
             "nothing left leased: what it held was delivered and recorded before it stopped"
