@@ -318,20 +318,20 @@ def _use_credit(conn: sa.Connection, checkout: sa.Row[Any], payment: sa.Row[Any]
         return
     invoices_named = [item.external_id for item, _ in credited]
     numbers = [note.number or note.external_id for note, _ in notes]
-    for item, amount in credited:
+    for item, credited_minor in credited:
         record_timeline(conn, checkout.organization_id, item.id, now, "credit_note_applied", {
-            "credit_notes": numbers, "amount": format_minor(amount, item.currency), "minor": amount})
+            "credit_notes": numbers, "amount": format_minor(credited_minor, item.currency), "minor": credited_minor})
     for note, share in notes:
         _set_paid(conn, note, note.paid_minor + share.amount_minor, now)
         conn.execute(_INSERT_ALLOCATION, {
             "organization_id": checkout.organization_id, "payment_id": payment.id, "invoice_id": note.id,
             "amount_minor": -share.amount_minor, "kind": "credit", "created_at": now})
+        used = format_minor(share.amount_minor, note.currency)
         record_timeline(conn, checkout.organization_id, note.id, now, "credit_note_used", {
-            "invoices": [item.number or item.external_id for item, _ in credited],
-            "amount": format_minor(share.amount_minor, note.currency),
+            "invoices": [item.number or item.external_id for item, _ in credited], "amount": used,
             "minor": share.amount_minor})
         announce(conn, checkout.organization_id, "credit_note.applied", {
-            **_invoice_ref(note), "amount": amount, "currency": note.currency, "invoices": invoices_named,
+            **_invoice_ref(note), "amount": used, "currency": note.currency, "invoices": invoices_named,
             "amount_remaining": format_minor(share.remaining_minor, note.currency),
             "payment_id": payment.provider_payment_id, "provider": payment.provider}, now, invoice_id=note.id)
 
