@@ -17,22 +17,18 @@ from typing import ParamSpec, TypeVar
 from anyio import CapacityLimiter, to_thread
 from anyio.lowlevel import RunVar
 
+from portal.threads import per_loop_limiter
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
 PROVIDER_THREADS = 10
-# A limiter belongs to one event loop; RunVar keeps one per loop (the tests run several).
 _LIMITER: RunVar[CapacityLimiter] = RunVar("quittance_provider_threads")
 
 
 def provider_limiter() -> CapacityLimiter:
-    """This event loop's limiter for provider calls, made on first use."""
-    try:
-        return _LIMITER.get()
-    except LookupError:
-        limiter = CapacityLimiter(PROVIDER_THREADS)
-        _LIMITER.set(limiter)
-        return limiter
+    """This event loop's limiter for provider calls."""
+    return per_loop_limiter(_LIMITER, PROVIDER_THREADS)
 
 
 async def provider_call(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -22,6 +22,7 @@ from anyio import CapacityLimiter, to_thread
 from anyio.lowlevel import RunVar
 
 from portal.storage import DocumentStore
+from portal.threads import per_loop_limiter
 
 CHUNK = 256 * 1024
 ZIP_THREADS = 4
@@ -94,18 +95,9 @@ def zip_chunks(store: DocumentStore, files: Sequence[tuple[str, str]],
     yield sink.take()  # the rest, and the central directory written on closing
 
 
-def _limiter() -> CapacityLimiter:
-    try:
-        return _LIMITER.get()
-    except LookupError:
-        limiter = CapacityLimiter(ZIP_THREADS)
-        _LIMITER.set(limiter)
-        return limiter
-
-
 async def in_threads(chunks: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
     """Each chunk made in a zip thread, the next only when the response has sent the last one."""
-    limiter = _limiter()
+    limiter = per_loop_limiter(_LIMITER, ZIP_THREADS)
     try:
         while (block := await to_thread.run_sync(next, chunks, None, limiter=limiter)) is not None:
             if block:
